@@ -1,0 +1,45 @@
+"""`nnUNetv2_flare_evaluate -ref REF -pred PRED [-o summary.json] [-l 1 2 3 ...]`"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nnunetv2_flare.atomic_io import write_json_atomic
+from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders, format_table
+from nnunetv2_flare.labels import FLARE_ORGANS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_flare_evaluate",
+        description="FLARE's per-organ DSC and NSD of predicted label maps against reference label maps. Files are "
+                    "matched by name; a missing prediction is scored as an empty one.")
+    parser.add_argument("-ref", required=True, help="folder with the reference label maps")
+    parser.add_argument("-pred", required=True, help="folder with the predicted label maps (same file names)")
+    parser.add_argument("-o", default=None,
+                        help="summary JSON to write (default: PRED/summary_flare.json)")
+    parser.add_argument("-l", nargs="+", type=int, default=None,
+                        help=f"score only these organ ids (for partially labelled references); default all 13: "
+                             f"{', '.join(f'{i} {n}' for i, n in FLARE_ORGANS.items())}")
+    parser.add_argument("--file_ending", default=".nii.gz", help="file ending of the label maps (default .nii.gz)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = evaluate_folders(args.ref, args.pred, labels=args.l, file_ending=args.file_ending)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"nnUNetv2_flare_evaluate: {e}")
+    output = Path(args.o) if args.o else Path(args.pred) / "summary_flare.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(summary, output)
+    print(format_table(summary))
+    if summary["missing_predictions"]:
+        print(f"\n{len(summary['missing_predictions'])} reference case(s) had no prediction and were scored as empty: "
+              + ", ".join(summary["missing_predictions"]))
+    print(f"\nsummary written to {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Score a folder of predictions against a folder of reference label maps with FLARE's DSC and NSD."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from nnunetv2_flare.evaluation.metrics import NSD_DSC_THRESHOLD, evaluate_case
+from nnunetv2_flare.labels import FLARE_ORGANS, NSD_TOLERANCE_MM, Z_RANGE_RESTRICTED
+
+GEOMETRY_TOLERANCE = 1e-3
+
+
+def superior_inferior_array_axis(image: sitk.Image) -> int:
+    """The numpy array axis (of `sitk.GetArrayFromImage`) that runs closest to the patient's head-feet direction."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    index_axis = int(np.argmax(np.abs(direction[2])))  # row 2: the physical z component of each index axis
+    return 2 - index_axis
+
+
+def _check_same_grid(ref: sitk.Image, pred: sitk.Image, name: str) -> None:
+    if ref.GetSize() != pred.GetSize():
+        raise ValueError(f"{name}: prediction size {pred.GetSize()} != reference size {ref.GetSize()}; predictions "
+                         "must be written on the reference image's grid")
+    for what, a, b in (("spacing", ref.GetSpacing(), pred.GetSpacing()), ("origin", ref.GetOrigin(), pred.GetOrigin()),
+                       ("direction", ref.GetDirection(), pred.GetDirection())):
+        if not np.allclose(a, b, atol=GEOMETRY_TOLERANCE, rtol=GEOMETRY_TOLERANCE):
+            raise ValueError(f"{name}: prediction {what} {b} != reference {what} {a}; predictions must be written on "
+                             "the reference image's grid")
+
+
+def evaluate_files(ref_file: str | Path, pred_file: str | Path | None, labels: Sequence[int]) -> dict:
+    """Scores of one case; `pred_file=None` (missing prediction) scores as an empty prediction."""
+    ref_image = sitk.ReadImage(str(ref_file))
+    ref = sitk.GetArrayFromImage(ref_image)
+    if pred_file is None:
+        pred = np.zeros_like(ref)
+    else:
+        pred_image = sitk.ReadImage(str(pred_file))
+        _check_same_grid(ref_image, pred_image, Path(ref_file).name)
+        pred = sitk.GetArrayFromImage(pred_image)
+    scores = evaluate_case(ref, pred, ref_image.GetSpacing()[::-1], labels=labels,
+                           slice_axis=superior_inferior_array_axis(ref_image))
+    return {"reference_file": str(ref_file), "prediction_file": None if pred_file is None else str(pred_file),
+            "missing_prediction": pred_file is None, **scores}
+
+
+def evaluate_folders(ref_folder: str | Path, pred_folder: str | Path, labels: Iterable[int] | None = None,
+                     file_ending: str = ".nii.gz", progress: bool = True) -> dict:
+    """FLARE scores of every reference case in `ref_folder` against the file of the same name in `pred_folder`.
+
+    A reference without a prediction is scored as an empty prediction (every organ present in the reference gets
+    DSC = NSD = 0) and listed under "missing_predictions". `labels` restricts scoring to some organs (for partially
+    labelled references). Returns the summary dict that `nnUNetv2_flare_evaluate` writes as JSON.
+    """
+    ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
+    if not ref_folder.is_dir():
+        raise FileNotFoundError(f"reference folder {ref_folder} does not exist")
+    if not pred_folder.is_dir():
+        raise FileNotFoundError(f"prediction folder {pred_folder} does not exist")
+    ref_files = sorted(p for p in ref_folder.iterdir() if p.name.endswith(file_ending) and not p.name.startswith("."))
+    if not ref_files:
+        raise FileNotFoundError(f"no '*{file_ending}' reference files in {ref_folder}")
+    labels = sorted(FLARE_ORGANS) if labels is None else sorted(int(l) for l in labels)
+    cases = []
+    for ref_file in tqdm(ref_files, desc="evaluating", disable=not progress):
+        pred_file = pred_folder / ref_file.name
+        cases.append(evaluate_files(ref_file, pred_file if pred_file.is_file() else None, labels))
+    return summarize(cases, labels)
+
+
+def summarize(cases: list[dict], labels: Sequence[int]) -> dict:
+    def organ_means(metric: str) -> dict[str, float]:
+        return {FLARE_ORGANS[l]: float(np.mean([c[metric][l] for c in cases])) for l in labels}
+
+    return {
+        "labels": {str(l): FLARE_ORGANS[l] for l in labels},
+        "nsd_tolerance_mm": {FLARE_ORGANS[l]: NSD_TOLERANCE_MM[l] for l in labels},
+        "rules": {
+            "absent_in_both": "DSC = NSD = 1", "absent_in_one": "DSC = NSD = 0",
+            "z_range_restricted": [FLARE_ORGANS[l] for l in Z_RANGE_RESTRICTED],
+            "nsd_zero_below_dsc": NSD_DSC_THRESHOLD, "missing_prediction": "scored as an empty prediction",
+        },
+        "num_cases": len(cases),
+        "missing_predictions": [Path(c["reference_file"]).name for c in cases if c["missing_prediction"]],
+        "mean_DSC": float(np.mean([c["mean_DSC"] for c in cases])),
+        "mean_NSD": float(np.mean([c["mean_NSD"] for c in cases])),
+        "per_organ": {"DSC": organ_means("DSC"), "NSD": organ_means("NSD")},
+        "per_case": [{**c, "DSC": {FLARE_ORGANS[l]: v for l, v in c["DSC"].items()},
+                      "NSD": {FLARE_ORGANS[l]: v for l, v in c["NSD"].items()}} for c in cases],
+    }
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'organ':<22}{'DSC':>8}{'NSD':>8}"]
+    for organ, dsc in summary["per_organ"]["DSC"].items():
+        lines.append(f"{organ:<22}{dsc:>8.4f}{summary['per_organ']['NSD'][organ]:>8.4f}")
+    lines.append(f"{'mean over cases':<22}{summary['mean_DSC']:>8.4f}{summary['mean_NSD']:>8.4f}")
+    lines.append("")
+    lines.append(f"{'case':<40}{'DSC':>8}{'NSD':>8}")
+    for case in summary["per_case"]:
+        name = Path(case["reference_file"]).name + (" (missing prediction)" if case["missing_prediction"] else "")
+        lines.append(f"{name:<40}{case['mean_DSC']:>8.4f}{case['mean_NSD']:>8.4f}")
+    return "\n".join(lines)
