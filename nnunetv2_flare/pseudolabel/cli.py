@@ -1,0 +1,85 @@
+"""nnUNetv2_flare_pseudolabel: one label-combining round of the paper on an nnU-Net dataset."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY
+from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset
+from nnunetv2_flare.pseudolabel.organ_prediction import DEFAULT_MARGIN_MM, load_organ_predictor
+from nnunetv2_flare.pseudolabel.rounds import describe_rounds
+from nnunetv2_flare.pseudolabel.run_round import format_report, read_trusted_cases, run_pseudolabel_round
+
+
+def _dataset_folders(dataset: str) -> tuple[Path, Path]:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    missing = [v for v in ("nnUNet_raw", "nnUNet_preprocessed") if not os.environ.get(v)]
+    if missing:
+        raise DatasetStateError(f"{' and '.join(missing)} not set: export them (nnU-Net's dataset folders) first")
+    name = maybe_convert_to_dataset_name(dataset)
+    return Path(os.environ["nnUNet_raw"]) / name, Path(os.environ["nnUNet_preprocessed"]) / name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nnUNetv2_flare_pseudolabel",
+        description="One pseudo-label round (paper Algorithm 1): predict every non-trusted training case with the "
+                    "organ model (the cascade's Phase 2 on the crop of the case's current label), merge prediction "
+                    "and label class by class with a fixed priority, write the result as the next round of "
+                    "labelsTr (earlier rounds kept as labelsTr_round<k>) and bring the preprocessed data in line "
+                    "for the changed cases, without re-planning. Then fine-tune with nnUNetv2_train ... "
+                    "-pretrained_weights. Rerun the same command after an interruption to continue.")
+    p.add_argument("-d", required=True, help="dataset name or id (as in nnUNetv2_train)")
+    p.add_argument("-m", help="organ model folder (<Trainer>__<Plans>__<configuration> under nnUNet_results); "
+                              "required unless --rounds")
+    p.add_argument("-f", default="all", help="fold of the organ model (default: all)")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")
+    p.add_argument("-p", default="FlarePlans", help="plans identifier of the preprocessed data (default: FlarePlans)")
+    p.add_argument("-device", default="cpu", help="torch device for the predictions: cpu, cuda, mps (default: cpu)")
+    p.add_argument("--trusted", help="text file, one case id per line: expert-labelled cases, never modified")
+    p.add_argument("--priority", type=int, nargs="+", default=list(PAPER_PRIORITY),
+                   help="class ids, highest priority first, that win where label and prediction disagree "
+                        f"(default: the paper's {' '.join(map(str, PAPER_PRIORITY))})")
+    p.add_argument("--margin_mm", type=float, default=DEFAULT_MARGIN_MM,
+                   help=f"margin around the label's bounding box for the organ model (default {DEFAULT_MARGIN_MM})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--report", help="also write the JSON report here (it is always saved in the raw dataset folder "
+                                    "as pseudolabel_round<k>_report.json, except with --dry_run)")
+    p.add_argument("--dry_run", action="store_true", help="compute and print everything, write nothing")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished round and start it over")
+    p.add_argument("--rounds", action="store_true", help="list the rounds of this dataset and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        raw, preprocessed = _dataset_folders(args.d)
+        dataset = FlareDataset.open(raw, preprocessed, args.p)
+        if args.rounds:
+            print(describe_rounds(dataset))
+            return 0
+        if not args.m:
+            raise DatasetStateError("-m ORGAN_MODEL_FOLDER is required (the organ model to predict with)")
+        model = Path(args.m).resolve()
+        trusted = read_trusted_cases(args.trusted, dataset.file_ending) if args.trusted else []
+        settings = {"model": str(model), "fold": str(args.f), "checkpoint": args.chk}
+        result = run_pseudolabel_round(
+            dataset, lambda: load_organ_predictor(model, args.f, args.chk, args.device, args.threads),
+            settings, trusted, args.priority, args.margin_mm, args.dry_run, args.restart, report_file=args.report)
+    except (DatasetStateError, FileNotFoundError, ValueError) as e:
+        print(f"nnUNetv2_flare_pseudolabel: {e}", file=sys.stderr)
+        return 2
+    for message in result.messages:
+        print(message)
+    print(format_report(result.report))
+    if not result.dry_run:
+        print(f"labels of round {result.round} are now in {dataset.labels_folder}; earlier rounds in "
+              f"labelsTr_round<k>. Next: fine-tune the organ model on them (nnUNetv2_train ... -pretrained_weights).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

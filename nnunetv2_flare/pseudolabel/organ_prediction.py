@@ -1,0 +1,77 @@
+"""Step 1 of a round: the current organ model's labels for a training case.
+
+The organ phase of the cascade runs on the bounding box of the case's current label (plus a margin), not behind
+the locator: that is the crop the organ network was trained on (method.md, Phase-2 training), it is known exactly
+for training cases, and a locator miss cannot wipe out a case. Everything else (resampling to the organ spacing,
+normalization with the plans' statistics, sliding window, largest component per organ, back to the original grid)
+is the cascade's own code (`nnunetv2_flare.inference.cascade.FlareCascadePredictor`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2_flare.inference.geometry import Box
+
+DEFAULT_MARGIN_MM = 15.0  # the cascade's margin around the located abdomen
+
+# image, box (array order) -> labels of the box region, shape box.shape
+OrganPredictor = Callable[[sitk.Image, Box], np.ndarray]
+
+
+def label_box(label: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float = DEFAULT_MARGIN_MM) -> Box:
+    """Bounding box of the label's foreground plus `margin_mm` per side, clipped to the volume; whole volume if the
+    label is empty (nothing to crop to: let the model look everywhere)."""
+    nonzero = [np.flatnonzero(label.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(n) == 0 for n in nonzero):
+        return Box.whole(label.shape)
+    margin = [math.ceil(margin_mm / s) for s in spacing_zyx]
+    start = tuple(max(0, int(n[0]) - m) for n, m in zip(nonzero, margin))
+    stop = tuple(min(size, int(n[-1]) + 1 + m) for n, m, size in zip(nonzero, margin, label.shape))
+    return Box(start, stop)
+
+
+def predict_case(predict_organs: OrganPredictor, image: sitk.Image, current_label: np.ndarray,
+                 margin_mm: float = DEFAULT_MARGIN_MM) -> np.ndarray:
+    """Full-size prediction (zeros outside the label's box), in the label's dtype."""
+    box = label_box(current_label, image.GetSpacing()[::-1], margin_mm)
+    crop_labels = np.asarray(predict_organs(image, box))
+    if crop_labels.shape != box.shape:
+        raise ValueError(f"organ predictor returned shape {crop_labels.shape} for a box of shape {box.shape}")
+    out = np.zeros(current_label.shape, dtype=current_label.dtype)
+    out[box.slices] = crop_labels
+    return out
+
+
+def load_organ_predictor(model_folder: str | os.PathLike, fold: str | int = "all",
+                         checkpoint_name: str = "checkpoint_final.pth", device: str = "cpu",
+                         threads: int | None = None, progress: bool = False) -> OrganPredictor:
+    """The cascade's organ phase, loaded from an nnU-Net results folder, as an `OrganPredictor`."""
+    from nnunetv2_flare.inference.cascade import FlareCascadePredictor, set_threads
+    from nnunetv2_flare.inference.model_loading import load_phase
+
+    if threads:
+        set_threads(threads)
+    organs = load_phase(model_folder, fold, checkpoint_name, device)
+    # the locator is not used: the crop comes from the training label
+    predictor = FlareCascadePredictor.from_phases(None, organs, progress=progress)
+    return cascade_organ_predictor(predictor)
+
+
+def cascade_organ_predictor(predictor) -> OrganPredictor:
+    """Wrap a FlareCascadePredictor's Phase-2 step (segment a given box) as an `OrganPredictor`."""
+    if hasattr(predictor, "segment_box"):
+        return lambda image, box: predictor.segment_box(image, box)
+
+    # interim: the cascade has no public "Phase 2 on this box" entry point yet; its internal step is the same code
+    from nnunetv2_flare.inference.cascade import _Stopwatch
+
+    def predict(image: sitk.Image, box: Box) -> np.ndarray:
+        array = sitk.GetArrayViewFromImage(image)
+        labels, _, _ = predictor._segment(image, array, box, _Stopwatch({}))
+        return labels
+    return predict
