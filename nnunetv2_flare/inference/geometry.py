@@ -1,0 +1,149 @@
+"""Voxel grids, boxes and resizing in nnU-Net's array order (z, y, x), with the physical geometry kept exact.
+
+Convention (the one of torch's `align_corners=False` and of nnU-Net's resizing): resizing `n` voxels to `m` maps
+output voxel `j` to input continuous index `(j + 0.5) * n / m - 0.5`, so both grids cover the same physical extent.
+Every working grid of the cascade (the locator's 128^3, the organ network's resampled crop, each sliding-window
+patch) is described by an offset and a scale relative to the input image, from which its physical geometry follows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class VoxelGrid:
+    """Physical geometry of a voxel grid in SimpleITK's (x, y, z) convention."""
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of_image(cls, image: sitk.Image) -> "VoxelGrid":
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
+    @classmethod
+    def subgrid(cls, image: sitk.Image, offset_zyx: Sequence[float], scale_zyx: Sequence[float],
+                size_zyx: Sequence[int]) -> "VoxelGrid":
+        """The grid whose voxel q (array order) sits at the image's continuous index offset + q * scale."""
+        offset_xyz = [float(o) for o in offset_zyx[::-1]]
+        spacing = tuple(float(s) * float(k) for s, k in zip(image.GetSpacing(), scale_zyx[::-1]))
+        origin = tuple(image.TransformContinuousIndexToPhysicalPoint(offset_xyz))
+        return cls(tuple(int(s) for s in size_zyx[::-1]), spacing, origin, tuple(image.GetDirection()))
+
+    def resample(self, image: sitk.Image, interpolator: int = sitk.sitkNearestNeighbor,
+                 default_value: float = 0.0) -> sitk.Image:
+        """`image` resampled onto this grid in physical space (used by oracles and tests)."""
+        f = sitk.ResampleImageFilter()
+        f.SetSize([int(s) for s in self.size])
+        f.SetOutputSpacing(self.spacing)
+        f.SetOutputOrigin(self.origin)
+        f.SetOutputDirection(self.direction)
+        f.SetInterpolator(interpolator)
+        f.SetDefaultPixelValue(default_value)
+        return f.Execute(image)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A half-open box [start, stop) in array order (z, y, x)."""
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(b - a for a, b in zip(self.start, self.stop))
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
+
+    @classmethod
+    def whole(cls, shape: Sequence[int]) -> "Box":
+        return cls((0, 0, 0), tuple(int(s) for s in shape))
+
+    def to_report(self, spacing_zyx: Sequence[float]) -> dict:
+        """SimpleITK (x, y, z) index order, as users see it in viewers."""
+        return {"start_xyz": list(self.start[::-1]), "stop_xyz": list(self.stop[::-1]),
+                "size_xyz": list(self.shape[::-1]),
+                "size_mm_xyz": [round(n * s, 1) for n, s in zip(self.shape[::-1], spacing_zyx[::-1])]}
+
+
+def box_from_coarse(lo: Sequence[int], hi: Sequence[int], coarse_shape: Sequence[int], fine_shape: Sequence[int],
+                    margin_vox: Sequence[int]) -> Box:
+    """Fine-grid box covering coarse voxels lo..hi (inclusive) plus a margin, clipped to the volume.
+
+    Coarse voxel i covers fine continuous extent [i * s, (i + 1) * s) with s = fine / coarse (same physical extent)."""
+    start, stop = [], []
+    for a, b, c, f, m in zip(lo, hi, coarse_shape, fine_shape, margin_vox):
+        s = f / c
+        start.append(max(0, int(np.floor(a * s)) - m))
+        stop.append(min(f, int(np.ceil((b + 1) * s)) + m))
+    return Box(tuple(start), tuple(stop))
+
+
+def working_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], target_zyx: Sequence[float]) -> tuple:
+    """nnU-Net's rule: round(shape * spacing / target), at least one voxel."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_zyx, spacing_zyx, target_zyx))
+
+
+def _linear_axis0(volume: np.ndarray, m: int) -> np.ndarray:
+    """Linear resize of axis 0 only, to float32, one output slice at a time (never a full-size float copy)."""
+    n = volume.shape[0]
+    out = np.empty((m,) + volume.shape[1:], dtype=np.float32)
+    if n == m:
+        for j in range(m):
+            out[j] = volume[j]
+        return out
+    src = np.clip((np.arange(m) + 0.5) * (n / m) - 0.5, 0, None)  # torch clamps below 0 the same way
+    i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w1 = (src - i0).astype(np.float32)
+    for j in range(m):
+        a = volume[i0[j]].astype(np.float32)
+        if w1[j] > 0:
+            a *= 1 - w1[j]
+            a += w1[j] * volume[i1[j]].astype(np.float32)
+        out[j] = a
+    return out
+
+
+def resize_linear(volume: np.ndarray, out_shape: Sequence[int]) -> torch.Tensor:
+    """Trilinear resize (align_corners=False) of a 3D array of any dtype to a float32 tensor of `out_shape`.
+
+    Separable: first axis 0 slice by slice in numpy, then the in-plane axes with torch's bilinear (parallel).
+    The result equals torch's trilinear interpolation, at the memory cost of the output plus one input slab."""
+    out_shape = tuple(int(s) for s in out_shape)
+    slab = torch.from_numpy(_linear_axis0(volume, out_shape[0]))
+    if tuple(slab.shape[1:]) != out_shape[1:]:
+        slab = F.interpolate(slab[:, None], size=out_shape[1:], mode="bilinear", align_corners=False)[:, 0]
+    return slab.contiguous()
+
+
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output voxel for a nearest-neighbour resize (torch's 'nearest-exact')."""
+    return np.minimum(np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
+
+
+def resize_nearest(labels: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label array (any integer dtype kept)."""
+    out = labels
+    for axis, (n_in, n_out) in enumerate(zip(labels.shape, out_shape)):
+        if n_in != n_out:
+            out = np.take(out, nearest_indices(n_in, n_out), axis=axis)
+    return np.ascontiguousarray(out)
+
+
+def resize_offset_and_scale(start: Sequence[int], n_in: Sequence[int], n_out: Sequence[int]
+                            ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Offset and scale (array order) of a grid made by resizing the region start..start+n_in to n_out voxels."""
+    scale = tuple(a / b for a, b in zip(n_in, n_out))
+    offset = tuple(s0 + (k - 1) / 2 for s0, k in zip(start, scale))
+    return offset, scale

@@ -1,0 +1,48 @@
+"""Connected-component filters of the cascade (cc3d, 26-connectivity)."""
+from __future__ import annotations
+
+import cc3d
+import numpy as np
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Binary mask without the foreground components smaller than `min_voxels`."""
+    if min_voxels <= 1 or not mask.any():
+        return mask.astype(bool)
+    components = cc3d.connected_components(mask.astype(np.uint8), connectivity=26)
+    sizes = np.bincount(components.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[components]
+
+
+def keep_largest_component_per_label(labels: np.ndarray) -> np.ndarray:
+    """Each label value keeps only its largest connected component (ties: the first found); background stays 0."""
+    if not labels.any():
+        return labels
+    components = cc3d.connected_components(labels, connectivity=26)  # components never mix label values
+    flat_c, flat_l = components.ravel(), labels.ravel()
+    sizes = np.bincount(flat_c)
+    label_of = np.zeros(sizes.size, dtype=labels.dtype)
+    label_of[flat_c] = flat_l
+    keep = np.zeros(sizes.size, dtype=bool)
+    for value in np.unique(label_of[1:]):
+        if value == 0:
+            continue
+        ids = np.flatnonzero(label_of == value)
+        ids = ids[ids > 0]
+        keep[ids[np.argmax(sizes[ids])]] = True
+    return np.where(keep[components], labels, 0).astype(labels.dtype)
+
+
+def foreground_bounds(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Inclusive (lo, hi) index bounds of the True voxels, or None if there are none."""
+    if not mask.any():
+        return None
+    lo, hi = [], []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        lo.append(int(idx[0]))
+        hi.append(int(idx[-1]))
+    return tuple(lo), tuple(hi)

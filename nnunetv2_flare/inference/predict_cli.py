@@ -1,0 +1,78 @@
+"""nnUNetv2_flare_predict: CT in, 13-organ labels out, with the two-phase CPU cascade."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from nnunetv2_flare.inference.model_loading import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,
+                                                    ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nnUNetv2_flare_predict",
+        description="Segment the 13 FLARE abdominal organs with the two-phase cascade (locator at 128^3, organ "
+                    "network on the crop). Models: -d DATASET (folders under $nnUNet_results) or -m1/-m2.")
+    p.add_argument("-i", nargs="+", required=True, metavar="INPUT",
+                   help="image file(s) (.nii.gz .nii .mha .nrrd), folder(s) of images, or DICOM series folder(s)")
+    p.add_argument("-o", required=True, metavar="OUTPUT", help="output folder; one <case>.nii.gz (uint8) per case")
+    p.add_argument("-d", metavar="DATASET", help="dataset name or id, e.g. 220; models under $nnUNet_results")
+    p.add_argument("-f", default="all", metavar="FOLD", help="fold to use (default: all)")
+    p.add_argument("-tr1", default=LOCATOR_TRAINER, help=f"locator trainer (default {LOCATOR_TRAINER})")
+    p.add_argument("-c1", default=LOCATOR_CONFIGURATION, help=f"locator configuration ({LOCATOR_CONFIGURATION})")
+    p.add_argument("-tr2", default=ORGAN_TRAINER, help=f"organ trainer (default {ORGAN_TRAINER})")
+    p.add_argument("-c2", default=ORGAN_CONFIGURATION,
+                   help=f"organ configuration (default {ORGAN_CONFIGURATION}; e.g. flare_organs_narrow)")
+    p.add_argument("-p", default=PLANS, help=f"plans identifier (default {PLANS})")
+    p.add_argument("-m1", metavar="LOCATOR_FOLDER", help="locator model folder (instead of -d)")
+    p.add_argument("-m2", metavar="ORGAN_FOLDER", help="organ model folder (instead of -d)")
+    p.add_argument("-chk", default=CHECKPOINT, help=f"checkpoint file name (default {CHECKPOINT})")
+    p.add_argument("-device", default="cpu", help="cpu (default), cuda or mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    p.add_argument("--continue_prediction", action="store_true",
+                   help="keep existing outputs (the default; accepted for nnU-Net compatibility)")
+    p.add_argument("--report", metavar="REPORT_JSON",
+                   help="write a JSON report: per case stage times, crop box, warnings, organ volumes (mL)")
+    p.add_argument("--margin_mm", type=float, default=None, help="crop margin around the located abdomen (15)")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.overwrite and args.continue_prediction:
+        print("nnUNetv2_flare_predict: --overwrite and --continue_prediction contradict each other; pick one.",
+              file=sys.stderr)
+        return 2
+    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.inference.model_loading import resolve_model_folders
+
+    options = {"progress": not args.disable_progress_bar}
+    if args.margin_mm is not None:
+        options["margin_mm"] = args.margin_mm
+    try:
+        if args.m1 or args.m2:
+            if not (args.m1 and args.m2):
+                raise ValueError("give both -m1 LOCATOR_FOLDER and -m2 ORGAN_FOLDER (or -d DATASET).")
+            locator, organs = args.m1, args.m2
+        elif args.d:
+            locator, organs = resolve_model_folders(args.d, args.tr1, args.c1, args.tr2, args.c2, args.p)
+        else:
+            raise ValueError("name the models: -d DATASET (with $nnUNet_results set) or -m1 ... -m2 ...")
+        predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
+                                          device=args.device, threads=args.threads, **options)
+        result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"nnUNetv2_flare_predict: {e}", file=sys.stderr)
+        return 2
+    print(f"nnUNetv2_flare_predict: {len(result.done)} predicted, {len(result.skipped)} kept (output existed), "
+          f"{len(result.failed)} failed -> {args.o}")
+    for name, error in result.failed.items():
+        print(f"  FAILED {name}: {error}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
