@@ -1,0 +1,137 @@
+"""Building blocks of the cascade: resizing, tiling, component filters, input listing, model loading."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from cascade_oracles import real_data
+from nnunetv2_flare.inference.geometry import (Box, VoxelGrid, box_from_coarse, resize_linear, resize_nearest,
+                                               resize_offset_and_scale)
+from nnunetv2_flare.inference.image_io import case_name, list_cases
+from nnunetv2_flare.inference.model_loading import NetworkModel, load_phase
+from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components
+from nnunetv2_flare.inference.random_models import write_random_model_folder
+from nnunetv2_flare.inference.sliding_window import owned_ranges, tile_starts
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.tuples(*[st.integers(2, 17)] * 3), st.tuples(*[st.integers(1, 23)] * 3))
+def test_resize_linear_equals_torch_trilinear(shape, out_shape):
+    a = np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16)
+    expected = F.interpolate(torch.from_numpy(a.astype(np.float32))[None, None], size=out_shape, mode="trilinear",
+                             align_corners=False)[0, 0]
+    torch.testing.assert_close(resize_linear(a, out_shape), expected, atol=1e-3, rtol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.tuples(*[st.integers(1, 17)] * 3), st.tuples(*[st.integers(1, 23)] * 3))
+def test_resize_nearest_equals_torch_nearest_exact(shape, out_shape):
+    a = np.random.default_rng(1).integers(0, 14, shape).astype(np.uint8)
+    expected = F.interpolate(torch.from_numpy(a.astype(np.float32))[None, None], size=out_shape,
+                             mode="nearest-exact")[0, 0].numpy().astype(np.uint8)
+    np.testing.assert_array_equal(resize_nearest(a, out_shape), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 400), st.integers(8, 96), st.sampled_from([0.0, 0.05, 0.5]))
+def test_tiles_cover_with_fewest_patches_and_ownership_partitions(length, patch, overlap):
+    length = max(length, patch)
+    starts = tile_starts(length, patch, overlap)
+    assert starts[0] == 0 and starts[-1] == length - patch
+    assert all(b - a <= patch * (1 - overlap) + 1 for a, b in zip(starts, starts[1:]))
+    if overlap == 0:
+        assert len(starts) == -(-length // patch)  # the fewest that can cover
+    owned = owned_ranges(starts, patch, length)
+    assert owned[0][0] == 0 and owned[-1][1] == length
+    for (a, b), (c, _), s in zip(owned, owned[1:] + [(length, None)], starts):
+        assert b == c and s <= a < b <= s + patch  # contiguous, each inside its own tile
+
+
+def test_box_from_coarse_covers_the_coarse_voxels_and_clips():
+    box = box_from_coarse((1, 0, 5), (2, 3, 7), (8, 8, 8), (20, 16, 8), (1, 2, 0))
+    assert box.start == (1, 0, 5) and box.stop == (9, 10, 8)
+    assert Box.whole((3, 4, 5)).shape == (3, 4, 5)
+
+
+def test_subgrid_geometry_of_a_resize_matches_simpleitk_resampling():
+    image = sitk.Image([10, 8, 6], sitk.sitkFloat32)
+    image.SetSpacing((0.7, 1.1, 2.5))
+    image.SetOrigin((3.0, -4.0, 12.0))
+    image.SetDirection((0, 1, 0, -1, 0, 0, 0, 0, 1))
+    offset, scale = resize_offset_and_scale((1, 2, 3), (4, 6, 6), (2, 3, 2))
+    grid = VoxelGrid.subgrid(image, offset, scale, (2, 3, 2))
+    # the grid's corner (continuous index -0.5) must be the region's corner in physical space
+    corner = np.array(grid.origin) - np.array(grid.direction).reshape(3, 3) @ (np.array(grid.spacing) / 2)
+    region_corner = image.TransformContinuousIndexToPhysicalPoint((3 - 0.5, 2 - 0.5, 1 - 0.5))
+    np.testing.assert_allclose(corner, region_corner, atol=1e-9)
+    assert grid.size == (2, 3, 2)
+    np.testing.assert_allclose(grid.spacing, (0.7 * 3, 1.1 * 2, 2.5 * 2))
+
+
+def test_component_filters():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[0:4, 0:4, 0:4] = 3
+    labels[7:9, 7:9, 7:9] = 3  # smaller piece of the same organ
+    labels[0:2, 8:10, 0:2] = 5  # a single-component organ
+    kept = keep_largest_component_per_label(labels)
+    assert (kept == 3).sum() == 64 and (kept == 5).sum() == 8 and kept[8, 8, 8] == 0
+    mask = remove_small_components(labels > 0, 9)
+    assert mask.sum() == 64
+    assert remove_small_components(np.zeros((3, 3, 3), bool), 5).sum() == 0
+
+
+def test_case_names_and_listing(tmp_path):
+    assert case_name("a/liver_7_0000.nii.gz") == "liver_7" and case_name("x.nii.gz") == "x"
+    assert case_name("scan.mha") == "scan" and case_name("folder/dicom_series") == "dicom_series"
+    im = sitk.Image([4, 4, 4], sitk.sitkInt16)
+    sitk.WriteImage(im, str(tmp_path / "a_0000.nii.gz"))
+    sitk.WriteImage(im, str(tmp_path / "b.nrrd"))
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert [(c.name, c.path.name) for c in list_cases([tmp_path])] == [("a", "a_0000.nii.gz"), ("b", "b.nrrd")]
+    sitk.WriteImage(im, str(tmp_path / "a.nii"))
+    with pytest.raises(ValueError, match="same output a.nii.gz"):
+        list_cases([tmp_path])
+    with pytest.raises(ValueError, match="unsupported file type"):
+        list_cases([tmp_path / "notes.txt"])
+    dicom = real_data("totalsegmentator/example_ct_dicom")
+    assert [(c.name, c.path) for c in list_cases([dicom])] == [("example_ct_dicom", dicom)]
+    with pytest.raises(FileNotFoundError, match="no images"):
+        (tmp_path / "empty").mkdir()
+        list_cases([tmp_path / "empty"])
+
+
+class _AxisProbe(torch.nn.Module):
+    """Logits that encode the voxel's index along the network's first axis: checks the transposes."""
+
+    def forward(self, x):
+        n = x.shape[2]
+        ramp = torch.arange(n, dtype=torch.float32).view(1, 1, n, 1, 1).expand_as(x)
+        return torch.cat([ramp, -ramp], 1)
+
+
+def test_network_model_applies_transpose_forward_and_back():
+    model = NetworkModel(_AxisProbe(), transpose_forward=(2, 0, 1))
+    out = model(torch.zeros(1, 1, 3, 4, 5))
+    assert out.shape == (1, 2, 3, 4, 5)
+    # the network's first axis is array axis 2 (x): the ramp must run along x
+    np.testing.assert_array_equal(out[0, 0, 1, 2].numpy(), np.arange(5))
+
+
+def test_load_phase_reads_plans_in_array_order(tmp_path):
+    folder = write_random_model_folder(
+        tmp_path / "T__P__cfg", "Dataset001_X", "cfg", "nnunetv2_flare.networks.FlareOrganNet",
+        {"features_per_stage": [6, 12, 24, 48], "head_dim": 6}, {"background": 0, "a": 1, "b": 2}, (32, 48, 16),
+        (1.5, 1.0, 2.0), fold=0, transpose_forward=(2, 0, 1))
+    phase = load_phase(folder, fold=0)
+    assert phase.num_classes == 3
+    # network order (32, 48, 16) with transpose_forward (2, 0, 1): array axis 2 is the network's first
+    assert phase.patch_size == (48, 16, 32) and phase.spacing == (1.0, 2.0, 1.5)
+    assert phase.normalization.lower < phase.normalization.upper
+    out = phase.model(torch.zeros(1, 1, *phase.patch_size))
+    assert out.shape == (1, 3, *phase.patch_size)
+    with pytest.raises(FileNotFoundError, match="fold_all"):
+        load_phase(folder, fold="all")
