@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2_flare.labels import dataset_json_labels
+from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, binarize, write_abdomen_references
+from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
 from nnunetv2_flare.pseudolabel import rounds
 from nnunetv2_flare.pseudolabel.combine import combine_labels
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset
@@ -30,9 +31,10 @@ SETTINGS = {"model": "fake-organ-model", "fold": "all", "checkpoint": "checkpoin
 LIVER, SPLEEN, GALLBLADDER, STOMACH = 1, 3, 9, 11
 
 
-def _configuration(data_identifier: str, spacing: list[float], patch: list[int]) -> dict:
+def _configuration(data_identifier: str, spacing: list[float], patch: list[int], training_preprocessor: str) -> dict:
     return {
         "data_identifier": data_identifier, "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "flare_training_preprocessor": training_preprocessor, "flare_foreground_margin_mm": 3.0,
         "patch_size": patch, "median_image_size_in_voxels": list(SHAPE), "spacing": spacing,
         "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
         "resampling_fn_data": "resample_data_or_seg_to_shape",
@@ -57,9 +59,11 @@ def _plans() -> dict:
             "max": 400.0, "mean": 60.0, "median": 60.0, "min": -200.0, "percentile_00_5": -150.0,
             "percentile_99_5": 300.0, "std": 50.0}},
         "configurations": {
-            "flare_organs": _configuration("FlarePlans_flare_organs", [2.0, 1.5, 1.5], [16, 16, 16]),
+            "flare_organs": _configuration("FlarePlans_flare_organs", [2.0, 1.5, 1.5], [16, 16, 16],
+                                           "FlareOrganPreprocessor"),
             "flare_organs_narrow": {"inherits_from": "flare_organs", "batch_size": 1},
-            "flare_locator": _configuration("FlarePlans_flare_locator", [4.0, 3.0, 3.0], [8, 8, 8]),
+            "flare_locator": _configuration("FlarePlans_flare_locator", [4.0, 3.0, 3.0], [16, 16, 16],
+                                            "FlareLocatorPreprocessor"),
         },
     }
 
@@ -101,13 +105,15 @@ def make_dataset(root: Path) -> FlareDataset:
         _write(label, raw / "labelsTr" / f"{case}.nii.gz")
         (pre / "gt_segmentations" / f"{case}.nii.gz").write_bytes((raw / "labelsTr" / f"{case}.nii.gz").read_bytes())
     plans_manager = PlansManager(str(pre / "FlarePlans.json"))
-    for cfg in ("flare_organs", "flare_locator"):
+    for cfg in ("flare_organs", "flare_locator"):  # what nnUNetv2_flare_plan_and_preprocess runs, minus the pool
         cm = plans_manager.get_configuration(cfg)
         (pre / cm.data_identifier).mkdir()
         for case in CASES:
-            DefaultPreprocessor(verbose=False).run_case_save(
+            training_preprocessor_class(cm.configuration)(verbose=False).run_case_save(
                 str(pre / cm.data_identifier / case), [str(raw / "imagesTr" / f"{case}_0000.nii.gz")],
                 str(raw / "labelsTr" / f"{case}.nii.gz"), plans_manager, cm, dataset_json)
+    write_abdomen_references(pre / "gt_segmentations", pre / ABDOMEN_REFERENCE_FOLDER,
+                             plans_manager.image_reader_writer_class, ".nii.gz", show_progress=False)
     return FlareDataset.open(raw, pre, "FlarePlans")
 
 
@@ -173,7 +179,7 @@ def assert_consistent_round(dataset: FlareDataset, expected: dict[str, np.ndarra
             dataset.label_file(case).read_bytes()
         for cfg in ("flare_organs", "flare_locator"):
             cm = plans_manager.get_configuration(cfg)
-            data, seg, props = DefaultPreprocessor(verbose=False).run_case(
+            data, seg, props = training_preprocessor_class(cm.configuration)(verbose=False).run_case(
                 [str(f) for f in dataset.images[case]], str(dataset.label_file(case)), plans_manager, cm,
                 dataset_json)
             stored = nnUNetDatasetBlosc2(str(pre / cm.data_identifier), [case])
@@ -183,8 +189,10 @@ def assert_consistent_round(dataset: FlareDataset, expected: dict[str, np.ndarra
             assert s_props["class_locations"].keys() == props["class_locations"].keys()
             for k, locs in props["class_locations"].items():
                 np.testing.assert_array_equal(s_props["class_locations"][k], locs)
-        organ_seg = nnUNetDatasetBlosc2(str(pre / "FlarePlans_flare_organs"), [case]).load_case(case)[1]
-        np.testing.assert_array_equal(np.asarray(organ_seg[0]), label)  # same spacing: no resampling
+        _, organ_seg, _, organ_props = nnUNetDatasetBlosc2(str(pre / "FlarePlans_flare_organs"), [case]).load_case(case)
+        crop = tuple(slice(lo, hi) for lo, hi in organ_props["bbox_used_for_cropping"])
+        np.testing.assert_array_equal(np.asarray(organ_seg[0]), label[crop])  # same spacing: no resampling
+        np.testing.assert_array_equal(read(dataset.label_file(case, pre / ABDOMEN_REFERENCE_FOLDER)), binarize(label))
     cm = plans_manager.get_configuration("flare_organs")
     loader = nnUNetDataLoader(nnUNetDatasetBlosc2(str(pre / cm.data_identifier)), 2, cm.patch_size, cm.patch_size,
                               plans_manager.get_label_manager(dataset_json), oversample_foreground_percent=1.0)
@@ -344,3 +352,29 @@ def test_refuses_a_label_off_its_image_grid(dataset: FlareDataset):
 def test_unknown_trusted_case_is_refused(dataset: FlareDataset):
     with pytest.raises(DatasetStateError, match="trusted case ids not in"):
         run_pseudolabel_round(dataset, FakeOrganModel, SETTINGS, trusted=["nope"], progress=False)
+
+
+class RelabelInsideStomach(FakeOrganModel):
+    """Turns part of the stomach into gallbladder: organ labels change, the abdomen (label > 0) does not."""
+
+    def full_prediction(self) -> np.ndarray:
+        pred = np.zeros(SHAPE, np.uint8)
+        pred[6:10, 14:18, 16:18] = GALLBLADDER
+        return pred
+
+
+def test_locator_data_are_kept_when_only_organ_identities_change(dataset: FlareDataset):
+    locator = dataset.preprocessed / "FlarePlans_flare_locator"
+    organs = dataset.preprocessed / "FlarePlans_flare_organs"
+    inodes = {p.name: p.stat().st_ino for p in locator.iterdir()}
+    organ_seg_before = (organs / f"{CASES[1]}_seg.b2nd").read_bytes()
+    model = RelabelInsideStomach()
+    result = run(dataset, model)
+    assert sorted(result.changed_cases) == CASES[1:]
+    assert result.report["totals"]["foreground_changed"] == 0
+    # the locator's files are the very same files (hard-linked into the new round), the organ data are new
+    assert {p.name: p.stat().st_ino for p in locator.iterdir()} == inodes
+    assert (organs / f"{CASES[1]}_seg.b2nd").read_bytes() != organ_seg_before
+    expected = {c: expected_label(i, model) for i, c in enumerate(CASES)}
+    expected[TRUSTED[0]] = _label(0)
+    assert_consistent_round(dataset, expected)

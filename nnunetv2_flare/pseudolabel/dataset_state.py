@@ -98,7 +98,7 @@ class FlareDataset:
 
 
 def _read_label(path: Path) -> np.ndarray:
-    return sitk.GetArrayViewFromImage(sitk.ReadImage(str(path)))
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # a copy: a view dies with its image
 
 
 def geometry_mismatch(image_file: Path, label_file: Path, tolerance: float = 1e-4) -> str | None:

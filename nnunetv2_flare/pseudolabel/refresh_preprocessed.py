@@ -34,7 +34,12 @@ CASE_SUFFIXES = (".b2nd", "_seg.b2nd", ".pkl")  # the .pkl last: its presence ma
 
 
 def find_preprocessor_class(configuration: ConfigurationManager) -> type:
-    """The configuration's preprocessor: a dotted path, a class of this package's planning module, or nnU-Net's."""
+    """The class that made the configuration's training data: the plans' `flare_training_preprocessor` (FlarePlans
+    name nnU-Net's DefaultPreprocessor for inference and this package's class for training data), else
+    `preprocessor_name` as a dotted path, a class of this package's planning module, or nnU-Net's."""
+    if "flare_training_preprocessor" in configuration.configuration:
+        from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
+        return training_preprocessor_class(configuration.configuration)
     name = configuration.preprocessor_name
     if "." in name:
         cls = pydoc.locate(name)
@@ -126,14 +131,58 @@ def stage_gt_segmentations(dataset: FlareDataset, round_: int, changed: set[str]
     return staged
 
 
+def stage_abdomen_references(dataset: FlareDataset, round_: int, foreground_changed: set[str],
+                             labels_folder: Path) -> Path | None:
+    """The locator's binarized references (`gt_segmentations_abdomen/`, written by the planning step), if present."""
+    from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, binarize
+
+    live = dataset.preprocessed / ABDOMEN_REFERENCE_FOLDER
+    if not live.is_dir():
+        return None
+    staged = staged_preprocessed_folder(dataset, ABDOMEN_REFERENCE_FOLDER, round_)
+    staged.mkdir(exist_ok=True)
+    remove_stale_temporaries(staged)
+    rw = dataset.plans_manager().image_reader_writer_class()
+    for case in dataset.cases:
+        target = dataset.label_file(case, staged)
+        if target.exists():
+            continue
+        if case in foreground_changed or not dataset.label_file(case, live).is_file():
+            seg, properties = rw.read_seg(str(dataset.label_file(case, labels_folder)))
+            with atomic_path(target) as tmp:
+                rw.write_seg(binarize(seg[0]).astype("uint8"), str(tmp), properties)
+        else:
+            link_or_copy(dataset.label_file(case, live), target)
+    return staged
+
+
+def depends_on_foreground_only(preprocessor_class: type) -> bool:
+    """The locator's data see only label > 0: a case needs new locator data only if its abdomen mask changed."""
+    try:
+        from nnunetv2_flare.planning.preprocessors import FlareLocatorPreprocessor
+    except ImportError:
+        return False
+    return issubclass(preprocessor_class, FlareLocatorPreprocessor)
+
+
 def stage_preprocessed(dataset: FlareDataset, round_: int, changed: Iterable[str], labels_folder: Path,
-                       progress: bool = True, on_case: Callable[[str], None] | None = None) -> list[str]:
-    """Stage every preprocessed folder of the round; returns the data folder names (for the switch)."""
+                       foreground_changed: Iterable[str] | None = None, progress: bool = True,
+                       on_case: Callable[[str], None] | None = None) -> list[str]:
+    """Stage every preprocessed folder of the round; returns the folder names to switch (gt_segmentations last).
+
+    `foreground_changed`: the cases whose label > 0 mask changed (default: all changed cases)."""
     changed = set(changed)
+    foreground_changed = changed if foreground_changed is None else set(foreground_changed)
     names = []
+    plans_manager = dataset.plans_manager()
     for identifier, configuration_name in dataset.preprocessed_configurations().items():
-        stage_configuration(dataset, round_, identifier, configuration_name, changed, labels_folder, progress,
+        cls = find_preprocessor_class(plans_manager.get_configuration(configuration_name))
+        needs = foreground_changed if depends_on_foreground_only(cls) else changed
+        stage_configuration(dataset, round_, identifier, configuration_name, needs, labels_folder, progress,
                             on_case)
         names.append(identifier)
+    abdomen = stage_abdomen_references(dataset, round_, foreground_changed, labels_folder)
+    if abdomen is not None:
+        names.append(abdomen.name[1:].rsplit(f"_round{round_}", 1)[0])
     stage_gt_segmentations(dataset, round_, changed, labels_folder)
     return names

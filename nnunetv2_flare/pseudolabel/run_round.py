@@ -60,7 +60,9 @@ def _organ_name(c: int) -> str:
 def case_entry(old: np.ndarray, new: np.ndarray, classes: Sequence[int], trusted: bool = False) -> dict[str, Any]:
     changes = voxel_changes(old, new, classes)
     changed_voxels = int(np.count_nonzero(old != new))
+    foreground_changed = int(np.count_nonzero((old > 0) != (new > 0))) if changed_voxels else 0
     return {"trusted": trusted, "changed": changed_voxels > 0, "voxels_changed": changed_voxels,
+            "foreground_voxels_changed": foreground_changed,
             "per_organ": {_organ_name(c): v for c, v in changes.items()}}
 
 
@@ -77,7 +79,9 @@ def build_report(dataset: FlareDataset, round_: int, settings: dict[str, Any], c
         "totals": {
             "cases": len(cases), "trusted": sum(e["trusted"] for e in cases.values()),
             "changed": sum(e["changed"] for e in cases.values()),
-            "voxels_changed": sum(e["voxels_changed"] for e in cases.values()), "per_organ": per_organ,
+            "voxels_changed": sum(e["voxels_changed"] for e in cases.values()),
+            "foreground_changed": sum(bool(e["foreground_voxels_changed"]) for e in cases.values()),
+            "per_organ": per_organ,
         },
         "cases": cases,
     }
@@ -103,8 +107,9 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _copy_file(source: Path, target: Path) -> None:
+    """Same bytes and modification time: an unchanged label looks unchanged to mtime-based tools too."""
     with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+        shutil.copy2(source, tmp)
 
 
 def _combine_case(dataset: FlareDataset, case: str, predict_organs: OrganPredictor, priority: Sequence[int],
@@ -195,7 +200,7 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
             continue
         source = dataset.label_file(case)
         if case in trusted_set:
-            entry = {"trusted": True, "changed": False, "voxels_changed": 0,
+            entry = {"trusted": True, "changed": False, "voxels_changed": 0, "foreground_voxels_changed": 0,
                      "per_organ": {_organ_name(c): {"gained": 0, "lost": 0} for c in classes}}
             new_image = None
         else:
@@ -221,12 +226,13 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
         return RoundResult(k, report, True, messages=messages)
 
     changed = [c for c, e in entries.items() if e["changed"]]
+    foreground_changed = [c for c, e in entries.items() if e["foreground_voxels_changed"]]
     write_json_atomic(report, rounds.report_path(dataset, k))
     if record["state"] == "started":
         rounds.set_state(dataset, journal, record, "labels_written", changed_cases=changed,
-                         report=rounds.report_path(dataset, k).name)
+                         foreground_changed_cases=foreground_changed, report=rounds.report_path(dataset, k).name)
 
-    names = stage_preprocessed(dataset, k, changed, staged_labels, progress,
+    names = stage_preprocessed(dataset, k, changed, staged_labels, foreground_changed, progress,
                                None if after_case is None else lambda case: after_case("preprocessing", case))
     if record["state"] == "labels_written":
         rounds.set_state(dataset, journal, record, "preprocessed", preprocessed_folders=names)
