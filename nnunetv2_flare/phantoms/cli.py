@@ -1,0 +1,50 @@
+"""`nnUNetv2_flare_make_phantoms -d ID -n N [-t T] [--seed S] [--shape full|half|small|tiny] [-o FOLDER]`"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from nnunetv2_flare.phantoms.dataset import write_phantom_dataset
+from nnunetv2_flare.phantoms.scan import FOVS, SHAPES
+
+
+def _shape(value: str) -> float | str:
+    if value in SHAPES:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shape must be one of {list(SHAPES)} or a factor in (0, 1]") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_flare_make_phantoms",
+        description="Write synthetic abdominal CTs with all 13 FLARE organ labels as an nnU-Net raw dataset "
+                    "(DatasetXXX_FlarePhantoms: imagesTr, labelsTr, imagesTs, labelsTs, dataset.json).")
+    parser.add_argument("-d", type=int, required=True, help="dataset id (e.g. 900 -> Dataset900_FlarePhantoms)")
+    parser.add_argument("-n", type=int, required=True, help="number of training cases")
+    parser.add_argument("-t", type=int, default=0, help="number of held-out test cases (imagesTs/labelsTs)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; the same seed gives identical files")
+    parser.add_argument("-o", default=None, help="folder to write the dataset folder into (default: $nnUNet_raw)")
+    parser.add_argument("--shape", type=_shape, default="full",
+                        help="voxel grid: full (clinical 512 x 512, 0.6-1.0 mm, 1-5 mm slices), half, small "
+                             "(128 x 128, 4x larger voxels: for CPU demos and tests), tiny, or a factor in (0, 1]")
+    parser.add_argument("--fov", choices=sorted(FOVS), default=None,
+                        help="field of view for every case (default: random per case)")
+    parser.add_argument("-np", type=int, default=1, help="number of processes (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        folder = write_phantom_dataset(args.d, args.n, args.t, args.seed, args.o, args.shape, args.fov, args.np)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(f"nnUNetv2_flare_make_phantoms: {e}")
+    print(f"wrote {args.n} training and {args.t} test phantoms to {folder} in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
