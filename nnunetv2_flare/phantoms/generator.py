@@ -69,16 +69,17 @@ def _upsample_linear_axis(array: np.ndarray, axis: int, factor: int, n_fine: int
     def along(index) -> tuple:
         return tuple(index if a == axis else slice(None) for a in range(array.ndim))
 
-    previous = np.concatenate([array[along(slice(0, 1))], array[along(slice(0, -1))]], axis=axis)
-    following = np.concatenate([array[along(slice(1, None))], array[along(slice(-1, None))]], axis=axis)
+    # differences to the previous and the following coarse voxel (edge voxels repeated)
+    backward = np.concatenate([array[along(slice(0, 1))], array[along(slice(0, -1))]], axis=axis) - array
+    forward = np.concatenate([array[along(slice(1, None))], array[along(slice(-1, None))]], axis=axis) - array
     shape = list(array.shape)
     shape[axis] *= factor
     out = np.empty(shape, np.float32)
     for j in range(factor):
         d = (j - (factor - 1) / 2) / factor
-        neighbour = previous if d < 0 else following
-        np.multiply(array, np.float32(1 - abs(d)), out=out[along(slice(j, None, factor))])
-        out[along(slice(j, None, factor))] += neighbour * np.float32(abs(d))
+        target = out[along(slice(j, None, factor))]
+        np.multiply(backward if d < 0 else forward, np.float32(abs(d)), out=target)
+        target += array
     return out[along(slice(0, n_fine))]
 
 
