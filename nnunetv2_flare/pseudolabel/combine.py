@@ -34,8 +34,10 @@ PAPER_PRIORITY: tuple[int, ...] = priority_from_write_order(PAPER_WRITE_ORDER)
 
 
 def _rank_table(priority: Sequence[int], max_label: int) -> np.ndarray:
-    """rank[c] = higher for higher priority; background and unlisted ids get -1 (checked by the caller)."""
-    rank = np.full(max_label + 1, -1, dtype=np.int16)
+    """rank[c]: higher for higher priority, 0 for background, -1 for ids not in the list (refused by the caller)."""
+    dtype = np.int8 if len(priority) < 127 else np.int32  # small ranks: cheaper gathers on full-size CTs
+    rank = np.full(max_label + 1, -1, dtype=dtype)
+    rank[0] = 0
     for i, c in enumerate(priority):
         if c <= max_label:
             rank[c] = len(priority) - i
@@ -71,13 +73,12 @@ def combine_labels(current: np.ndarray, predicted: np.ndarray,
             raise ValueError(f"{name} holds negative label ids; only 0 (background) and organ ids are allowed")
     max_label = int(max(current.max(), predicted.max(), max(priority)))
     rank = _rank_table(priority, max_label)
-    present = np.union1d(np.unique(current), np.unique(predicted))
-    missing = [int(c) for c in present if c != 0 and rank[c] < 0]
-    if missing:
-        raise ValueError(f"labels {missing} occur in the data but not in the priority list {list(priority)}; "
-                         f"add them to the priority list")
     rank_current = rank[current]
     rank_predicted = rank[predicted]
+    if (rank_current < 0).any() or (rank_predicted < 0).any():
+        present = np.union1d(np.unique(current[rank_current < 0]), np.unique(predicted[rank_predicted < 0]))
+        raise ValueError(f"labels {[int(c) for c in present]} occur in the data but not in the priority list "
+                         f"{list(priority)}; add them to the priority list")
     # ties (same class, or both background) keep the current label
     return np.where(rank_predicted > rank_current, predicted, current).astype(current.dtype, copy=False)
 
