@@ -47,6 +47,9 @@ def test_cli_dry_run_then_round_then_history(setup, tmp_path: Path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "round 1" in out and "labelsTr_round<k>" in out
+    assert (f"nnUNetv2_train {dataset.raw.name} flare_organs all -tr nnUNetTrainerFlareOrgans -p FlarePlans "
+            f"-pretrained_weights $nnUNet_results/{dataset.raw.name}/pseudolabel_models/round0/{model.name}/fold_all/"
+            f"checkpoint_final.pth") in out
     report = json.loads(rounds.report_path(dataset, 1).read_text())
     assert report["cases"] == dry["cases"], "the dry run must report exactly what the round then does"
     # the labels are the combination of the old labels with the cascade's Phase-2 prediction on the label's box

@@ -349,9 +349,12 @@ def test_refuses_a_label_off_its_image_grid(dataset: FlareDataset):
         run(dataset, FakeOrganModel())
 
 
-def test_unknown_trusted_case_is_refused(dataset: FlareDataset):
+def test_unknown_trusted_case_or_incomplete_priority_is_refused_before_anything_is_written(dataset: FlareDataset):
     with pytest.raises(DatasetStateError, match="trusted case ids not in"):
         run_pseudolabel_round(dataset, FakeOrganModel, SETTINGS, trusted=["nope"], progress=False)
+    with pytest.raises(DatasetStateError, match=r"misses the dataset's labels \[12, 13\]"):
+        run_pseudolabel_round(dataset, FakeOrganModel, SETTINGS, priority=range(1, 12), progress=False)
+    assert not dataset.journal_path.exists()
 
 
 class RelabelInsideStomach(FakeOrganModel):

@@ -22,6 +22,22 @@ def _dataset_folders(dataset: str) -> tuple[Path, Path]:
     return Path(os.environ["nnUNet_raw"]) / name, Path(os.environ["nnUNet_preprocessed"]) / name
 
 
+def fine_tune_commands(dataset_name: str, model: Path, fold: str, checkpoint: str, round_: int) -> str:
+    """The commands that fine-tune the organ model on the new round, keeping the model that made it.
+
+    nnUNetv2_train writes into <Trainer>__<Plans>__<configuration>/fold_<f>/ again, replacing checkpoint_final.pth:
+    the snapshot keeps the round's model (and its checkpoint for -pretrained_weights) under the standard name."""
+    parts = model.name.split("__")
+    if len(parts) != 3:
+        return ""
+    trainer, plans, configuration = parts
+    snapshot = f"$nnUNet_results/{dataset_name}/pseudolabel_models/round{round_ - 1}"
+    fold_folder = "fold_all" if fold == "all" else f"fold_{fold}"
+    return (f"mkdir -p {snapshot} && cp -r {model} {snapshot}/   # keep the model that made round {round_}\n"
+            f"nnUNetv2_train {dataset_name} {configuration} {fold} -tr {trainer} -p {plans} "
+            f"-pretrained_weights {snapshot}/{model.name}/{fold_folder}/{checkpoint}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nnUNetv2_flare_pseudolabel",
@@ -77,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(result.report))
     if not result.dry_run:
         print(f"labels of round {result.round} are now in {dataset.labels_folder}; earlier rounds in "
-              f"labelsTr_round<k>. Next: fine-tune the organ model on them (nnUNetv2_train ... -pretrained_weights).")
+              f"labelsTr_round<k> (list them with --rounds). Next, fine-tune the organ model on them:")
+        print(fine_tune_commands(dataset.raw.name, model, str(args.f), args.chk, result.round))
     return 0
 
 

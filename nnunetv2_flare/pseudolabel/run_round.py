@@ -142,6 +142,10 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
         raise DatasetStateError(f"trusted case ids not in {dataset.raw / 'imagesTr'}: {unknown[:10]}"
                                 f"{' ...' if len(unknown) > 10 else ''} (one case id per line, e.g. "
                                 f"{dataset.cases[0]})")
+    labels = {int(v) for v in dataset.dataset_json()["labels"].values() if isinstance(v, int) and v > 0}
+    if not labels <= set(priority):
+        raise DatasetStateError(f"the priority list {list(priority)} misses the dataset's labels "
+                                f"{sorted(labels - set(priority))}: every foreground label needs a place in it")
     settings = {**settings, "priority": list(priority), "margin_mm": float(margin_mm), "trusted": trusted}
     journal = rounds.load_journal(dataset)
     record = rounds.unfinished_round(journal)
