@@ -88,9 +88,16 @@ class _Stopwatch:
         self.last = now
 
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None) -> int:
-    """All cores by default (no 8-thread cap), for torch and SimpleITK."""
-    n = int(threads) if threads else (os.cpu_count() or 1)
+    """All cores this process may use by default (no 8-thread cap), for torch and SimpleITK."""
+    n = int(threads) if threads else available_cores()
     torch.set_num_threads(n)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
     return n

@@ -1,0 +1,263 @@
+"""Benchmark the two-phase cascade against nnU-Net's default 3d_fullres predictor on the CPU.
+
+Each case runs in its own process: the wall time is the whole command (start, imports, model set-up, read,
+both phases, write) and the peak memory is that process's ru_maxrss. Stage times come from the predictor's report.
+
+    python tools/benchmark_cascade.py                         # 512 x 512 x N for N in 55..597 + real CTs;
+                                                              # nnU-Net on the smallest size only
+    python tools/benchmark_cascade.py --nnunet all            # nnU-Net on every size (hours on 2 cores)
+    python tools/benchmark_cascade.py --sizes 200 --nnunet none --no_real
+
+Random weights make the locator's box random, so the benchmark runs the locator (for its time) and then crops a
+fixed, realistic box (--box_mm, x y z, default 330 x 240 x 260 mm, centred; clipped to the volume).
+Networks: the paper's configurations (FlareLocator 1.37 M, FlareOrganNet 9.37 M) with random weights. nnU-Net side:
+PlainConvUNet, 6 stages 32..320, patch 80 x 192 x 160 (z, y, x), at the image's spacing (no resampling),
+`nnUNetv2_predict --disable_tta`, one preprocessing and one export process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real"
+PAPER_SIZES = (55, 124, 218, 316, 457, 597)
+SPACING_XYZ = (0.78, 0.78, 2.5)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def synthetic_ct(n_slices: int, path: Path, seed: int = 0) -> None:
+    """A simple abdominal-looking CT: air, an elliptic body with organ-like blobs and a spine, noise (int16 HU)."""
+    import SimpleITK as sitk
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[-1:1:512j, -1:1:512j]
+    body = (x / 0.85) ** 2 + (y / 0.65) ** 2 <= 1
+    liver = ((x + 0.35) / 0.35) ** 2 + ((y + 0.1) / 0.3) ** 2 <= 1
+    spine = (x / 0.08) ** 2 + ((y - 0.45) / 0.08) ** 2 <= 1
+    volume = np.empty((n_slices, 512, 512), np.int16)
+    for z in range(n_slices):
+        s = np.full((512, 512), -1000.0, np.float32)
+        s[body] = 30
+        s[liver & body] = 60 + 20 * np.sin(z / 9)
+        s[spine] = 450
+        s += rng.normal(0, 15, s.shape).astype(np.float32)
+        volume[z] = s.astype(np.int16)
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing(SPACING_XYZ)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def real_cases() -> list[Path]:
+    candidates = [REAL / "3dircadb" / "3Dircadb1.1_PATIENT_DICOM.nii.gz",
+                  REAL / "tcga-ov" / "TCGA-09-2043_CEAxial3.0WITH_CE_z056-159.nii.gz",
+                  REAL / "totalsegmentator" / "example_ct_dicom"]
+    return [p for p in candidates if p.exists()]
+
+
+# ---------------------------------------------------------------------------------------------- models
+def write_nnunet_fullres(results: Path) -> str:
+    """A default-style nnU-Net 3d_fullres model folder (PlainConvUNet 6 stages 32..320) with random weights."""
+    import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2_flare.atomic_io import write_json_atomic
+    from nnunetv2_flare.inference.random_models import CT_INTENSITY_PROPERTIES, _configuration
+    from nnunetv2_flare.labels import dataset_json_labels
+
+    dataset = "Dataset998_BenchFullres"
+    folder = results / dataset / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    (folder / "fold_all").mkdir(parents=True, exist_ok=True)
+    arch = {"n_stages": 6, "features_per_stage": [32, 64, 128, 256, 320, 320],
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[1, 3, 3]] + [[3, 3, 3]] * 5,
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+            "n_conv_per_stage": [2] * 6, "n_conv_per_stage_decoder": [2] * 5, "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+    config = _configuration("dynamic_network_architectures.architectures.unet.PlainConvUNet", arch,
+                            [80, 192, 160], list(SPACING_XYZ[::-1]))
+    config["architecture"]["_kw_requires_import"] = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+    config["data_identifier"] = "nnUNetPlans_3d_fullres"
+    plans = {"dataset_name": dataset, "plans_name": "nnUNetPlans",
+             "original_median_spacing_after_transp": list(SPACING_XYZ[::-1]),
+             "original_median_shape_after_transp": [200, 512, 512], "image_reader_writer": "SimpleITKIO",
+             "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+             "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+             "foreground_intensity_properties_per_channel": {"0": dict(CT_INTENSITY_PROPERTIES)},
+             "configurations": {"3d_fullres": config}}
+    write_json_atomic(plans, folder / "plans.json")
+    write_json_atomic({"channel_names": {"0": "CT"}, "labels": dataset_json_labels(), "numTraining": 0,
+                       "file_ending": ".nii.gz"}, folder / "dataset.json")
+    network = get_network_from_plans(config["architecture"]["network_class_name"], arch,
+                                     config["architecture"]["_kw_requires_import"], 1, 14, deep_supervision=False)
+    torch.save({"network_weights": network.state_dict(), "trainer_name": "nnUNetTrainer",
+                "init_args": {"configuration": "3d_fullres"}, "inference_allowed_mirroring_axes": (0, 1, 2)},
+               folder / "fold_all" / "checkpoint_final.pth")
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------- child: one case
+class FixedBoxLocator:
+    """Runs the real locator (for its cost), then answers with a centred box of fixed physical size."""
+
+    def __init__(self, model, box_mm_xyz, margin_mm: float) -> None:
+        self.model, self.box_mm, self.margin_mm = model, box_mm_xyz, margin_mm
+
+    def __call__(self, x, grid):
+        import torch
+        logits = self.model(x, grid)
+        out = torch.zeros_like(logits)
+        out[:, 0] = 1
+        sl = []
+        for n, sp, mm in zip(grid.size[::-1], grid.spacing[::-1], self.box_mm[::-1]):
+            k = min(n, max(1, round((mm - 2 * self.margin_mm) / sp)))  # the predictor adds the margin back
+            sl.append(slice((n - k) // 2, (n - k) // 2 + k))
+        out[(0, 1, *sl)] = 2
+        return out
+
+
+def run_case(args) -> None:
+    t0 = time.perf_counter()
+    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.atomic_io import write_image_atomic
+    predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False)
+    predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm, predictor.margin_mm)
+    setup = time.perf_counter() - t0
+    result = predictor.run(args.input)
+    t = time.perf_counter()
+    write_image_atomic(result.labels, args.output)
+    result.timings["write"] = time.perf_counter() - t
+    report = result.to_report()
+    report["setup_s"] = round(setup, 3)
+    print("RESULT " + json.dumps(report))
+
+
+# ---------------------------------------------------------------------------------------------- parent
+def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (GB) of the command's process (from wait4) and its output."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    out_lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out_lines.append(line)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]}... failed ({proc.returncode}):\n{''.join(out_lines[-30:])}")
+    return wall, usage.ru_maxrss / 1024 ** 2, "".join(out_lines)
+
+
+def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, threads: int) -> tuple[float, float]:
+    """nnUNetv2_predict --disable_tta on one file; peak memory over all its processes (children included)."""
+    inp, out = work / "nnunet_in", work / "nnunet_out"
+    for d in (inp, out):
+        d.mkdir(parents=True, exist_ok=True)
+        for p in d.iterdir():
+            p.unlink()
+    os.symlink(input_file.resolve(), inp / "case_0000.nii.gz")
+    env = {**os.environ, "nnUNet_results": str(results), "nnUNet_raw": str(work), "nnUNet_preprocessed": str(work),
+           "OMP_NUM_THREADS": str(threads), "nnUNet_def_n_proc": str(threads)}
+    code = ("import resource, subprocess, sys, time; t = time.perf_counter();"
+            "r = subprocess.run(sys.argv[1:]).returncode;"
+            "print('WALL', time.perf_counter() - t, 'RSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+            "sys.exit(r)")
+    cmd = [sys.executable, "-c", code, "nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", dataset,
+           "-c", "3d_fullres", "-f", "all", "--disable_tta", "-device", "cpu", "-npp", "1", "-nps", "1"]
+    _, _, text = timed(cmd, env)
+    line = [l for l in text.splitlines() if l.startswith("WALL")][-1].split()
+    return float(line[1]), float(line[3]) / 1024 ** 2
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="*", default=list(PAPER_SIZES), help="slice counts of 512^2 volumes")
+    p.add_argument("--no_real", action="store_true", help="skip the real CTs in ../shared/data/real")
+    p.add_argument("--nnunet", choices=["smallest", "all", "none"], default="smallest")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--box_mm", type=float, nargs=3, default=[330.0, 240.0, 260.0], help="crop box x y z (mm)")
+    p.add_argument("--work", type=Path, default=Path("/tmp/flare_cascade_benchmark"))
+    p.add_argument("--json", type=Path, help="also write the rows as JSON")
+    p.add_argument("--_case", nargs=4, metavar=("M1", "M2", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._case:
+        args.m1, args.m2, args.input, args.output = args._case
+        run_case(args)
+        return
+
+    import torch
+    from nnunetv2_flare.inference.random_models import write_random_cascade
+    work = args.work
+    results = work / "results"
+    m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False)
+    nnunet_dataset = write_nnunet_fullres(results) if args.nnunet != "none" else None
+    inputs: list[tuple[str, Path]] = []
+    for n in args.sizes:
+        path = work / "inputs" / f"synthetic_512x512x{n}.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            synthetic_ct(n, path)
+        inputs.append((f"512x512x{n}", path))
+    if not args.no_real:
+        inputs += [(p.name.split(".")[0][:28], p) for p in real_cases()]
+    smallest = min(args.sizes) if args.sizes else None
+
+    rows = []
+    for label, path in inputs:
+        out = work / "outputs" / f"{label}.nii.gz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        wall, rss, text = timed([sys.executable, __file__, "--threads", str(args.threads), "--box_mm",
+                                 *map(str, args.box_mm), "--_case", str(m1), str(m2), str(path), str(out)])
+        report = json.loads([l for l in text.splitlines() if l.startswith("RESULT ")][-1][7:])
+        row = {"case": label, "wall_s": round(wall, 1), "peak_gb": round(rss, 2), **report}
+        run_nnunet = nnunet_dataset and (args.nnunet == "all" or label == f"512x512x{smallest}")
+        if run_nnunet:
+            print(f"running nnUNetv2_predict on {label} (slow) ...", flush=True)
+            nn_wall, nn_rss = nnunet_predict(path, work, nnunet_dataset, results, args.threads)
+            row.update(nnunet_wall_s=round(nn_wall, 1), nnunet_peak_gb=round(nn_rss, 2),
+                       speedup=round(nn_wall / wall, 1))
+        rows.append(row)
+        print_row(row, header=len(rows) == 1)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    print(f"\nmachine: {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, threads {args.threads}")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def print_row(row: dict, header: bool) -> None:
+    t = row["timings_s"]
+    cols = ["case", "size xyz", "crop xyz (mm)", "work xyz", "tiles", "whole s", "setup", "read", "locate",
+            "resample", "sliding", "post", "restore", "write", "peak GB", "nnU-Net s", "nnU-Net GB", "speed-up"]
+    if header:
+        print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    locate = t.get("locate_resize", 0) + t.get("locate_network", 0) + t.get("locate_postprocess", 0)
+    crop = row["crop_box"]
+    vals = [row["case"], "x".join(map(str, row["image_size_xyz"])),
+            "x".join(map(str, crop["size_xyz"])) + " (" + "x".join(f"{v:.0f}" for v in crop["size_mm_xyz"]) + ")",
+            "x".join(map(str, row["working_shape_xyz"])), row["n_patches"], row["wall_s"], row["setup_s"],
+            t.get("read", 0), round(locate, 2), t.get("segment_resample", 0), t.get("segment_network", 0),
+            t.get("postprocess", 0), t.get("restore", 0), t.get("write", 0), row["peak_gb"],
+            row.get("nnunet_wall_s", "-"), row.get("nnunet_peak_gb", "-"),
+            f"{row['speedup']}x" if "speedup" in row else "-"]
+    print("| " + " | ".join(str(v) for v in vals) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
