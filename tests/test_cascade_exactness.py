@@ -17,8 +17,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from cascade_oracles import (LabelOracle, dice, ideal_output, tie_tolerant_ideal, ircadb_case, real_data, rotation_direction,
-                             synthetic_case)
+from cascade_oracles import (LabelOracle, dice, ideal_output, ircadb_case, real_data, rotation_direction,
+                             synthetic_case, tie_tolerant_ideal)
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.image_io import read_image
 from nnunetv2_flare.inference.model_loading import CTNormalization
