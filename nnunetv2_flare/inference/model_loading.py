@@ -16,12 +16,8 @@ from torch import nn
 
 from nnunetv2_flare.inference.geometry import VoxelGrid
 
-LOCATOR_TRAINER = "nnUNetTrainerFlareLocator"
-LOCATOR_CONFIGURATION = "flare_locator"
-ORGAN_TRAINER = "nnUNetTrainerFlareOrgans"
-ORGAN_CONFIGURATION = "flare_organs"
-PLANS = "FlarePlans"
-CHECKPOINT = "checkpoint_final.pth"
+from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,  # noqa: F401
+                                               ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
 
 
 class SegmentationModel(Protocol):

@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from nnunetv2_flare.inference.model_loading import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,
-                                                    ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
+from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,
+                                               ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
 
 
 def build_parser() -> argparse.ArgumentParser:
