@@ -1,0 +1,22 @@
+"""The plans templates shipped as JSON data in the top-level plans/ folder (package nnunetv2_flare.plans_templates)."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+FLARE_PLANS_IDENTIFIER = "FlarePlans"
+LOCATOR_CONFIGURATION = "flare_locator"
+ORGANS_CONFIGURATION = "flare_organs"
+ORGANS_NARROW_CONFIGURATION = "flare_organs_narrow"
+DEFAULT_CONFIGURATIONS = (LOCATOR_CONFIGURATION, ORGANS_CONFIGURATION, ORGANS_NARROW_CONFIGURATION)
+
+TEMPLATE_FILES = {FLARE_PLANS_IDENTIFIER: "flare_plans.json"}
+
+
+def load_plans_template(plans_identifier: str = FLARE_PLANS_IDENTIFIER) -> dict:
+    if plans_identifier not in TEMPLATE_FILES:
+        raise ValueError(f"no plans template named {plans_identifier!r}; available: {sorted(TEMPLATE_FILES)}")
+    text = resources.files("nnunetv2_flare.plans_templates").joinpath(TEMPLATE_FILES[plans_identifier]).read_text()
+    template = json.loads(text)
+    template.pop("_comment", None)
+    return template

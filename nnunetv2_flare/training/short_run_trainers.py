@@ -1,0 +1,52 @@
+"""Short variants of the FLARE trainers for smoke tests and CPU runs. Same networks (from the plans' configuration),
+loss, optimizer and schedule shape; fewer and smaller steps.
+
+`_debug`: 2 epochs of 2 iterations, batch 2, no test-time mirroring in validation; the organ variant also uses
+48^3 patches (its network is unchanged and works on any size divisible by 16). Minutes on a laptop CPU.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from nnunetv2_flare.training.flare_trainer_base import nnUNetTrainerFlareBase
+from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
+from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
+
+
+def shorten(trainer: nnUNetTrainerFlareBase, num_epochs: int, iterations_per_epoch: int, val_iterations: int,
+            batch_size: int, patch_size: Sequence[int] | None = None) -> None:
+    """Change the run length on the trainer's own copy of its configuration (the plans saved with the results keep
+    the real values). The batch size goes through the configuration so that nnU-Net's DDP split still applies."""
+    trainer.num_epochs = num_epochs
+    trainer.num_iterations_per_epoch = iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = val_iterations
+    configuration = trainer.configuration_manager.configuration
+    configuration["batch_size"] = min(batch_size, configuration["batch_size"])
+    if patch_size is not None:
+        configuration["patch_size"] = [int(p) for p in patch_size]
+
+
+class _NoTestTimeMirroring:
+    """Validation (and nnUNetv2_predict on the result) without mirroring: 1 pass per tile instead of 8."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
+
+class nnUNetTrainerFlareLocator_debug(_NoTestTimeMirroring, nnUNetTrainerFlareLocator):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        shorten(self, num_epochs=2, iterations_per_epoch=2, val_iterations=1, batch_size=2)
+
+
+class nnUNetTrainerFlareOrgans_debug(_NoTestTimeMirroring, nnUNetTrainerFlareOrgans):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        shorten(self, num_epochs=2, iterations_per_epoch=2, val_iterations=1, batch_size=2, patch_size=(48, 48, 48))
