@@ -1,0 +1,124 @@
+"""nnUNetv2_flare_demo: a shortened run (--smoke: tiny phantoms, one epoch of two iterations per phase) through every
+stage as a subprocess of the installed command, then each stage's outputs; and the pieces of the time box."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_flare.demo import (DEMO_CONFIGURATION, LOCATOR_TRAINER, ORGAN_TRAINER, DemoError, DemoSettings,
+                                 add_demo_configuration, build_parser, check_dataset_id_free, demo_environment,
+                                 settings_from_args)
+from nnunetv2_flare.labels import FLARE_ORGANS
+from nnunetv2_flare.training.demo_trainers import epochs_that_fit
+
+DATASET = "Dataset900_FlarePhantoms"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "flare_demo"
+    command = shutil.which("nnUNetv2_flare_demo")
+    assert command, "nnUNetv2_flare_demo is not on PATH: pip install -e . in the repository"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_raw", "nnUNet_preprocessed",
+                                                                     "nnUNet_results", "nnUNetFlare_demo"))}
+    env["OMP_NUM_THREADS"] = "2"
+    done = subprocess.run([command, "--smoke", "-o", str(out)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
+    out, stdout = smoke_run
+    raw = out / "nnUNet_raw" / DATASET
+    # 1 phantoms
+    assert json.loads((raw / "dataset.json").read_text())["numTraining"] == 3
+    assert len(list((raw / "imagesTr").glob("*.nii.gz"))) == 3 and len(list((raw / "labelsTs").glob("*.nii.gz"))) == 1
+    # 2 plans with the demo configuration, preprocessed data of both phases
+    pre = out / "nnUNet_preprocessed" / DATASET
+    plans = json.loads((pre / "FlarePlans.json").read_text())
+    demo_cfg = plans["configurations"][DEMO_CONFIGURATION]
+    assert demo_cfg["inherits_from"] == "flare_organs_narrow"
+    for identifier in ("FlarePlans_flare_locator", f"FlarePlans_{DEMO_CONFIGURATION}"):
+        assert len(list((pre / identifier).glob("*.pkl"))) == 3, identifier
+    # 3, 4 checkpoints of both phases; nnU-Net's final validation skipped
+    results = out / "nnUNet_results" / DATASET
+    for trainer, cfg in ((LOCATOR_TRAINER, "flare_locator"), (ORGAN_TRAINER, DEMO_CONFIGURATION)):
+        fold = results / f"{trainer}__FlarePlans__{cfg}" / "fold_all"
+        checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        assert checkpoint["current_epoch"] == 1  # the smoke run's single epoch
+        assert not (fold / "validation").exists()
+    # 5 predictions on the input grid, labels within 0..13
+    prediction = sitk.ReadImage(str(out / "predictions" / "phantomTs_0000.nii.gz"))
+    image = sitk.ReadImage(str(raw / "imagesTs" / "phantomTs_0000_0000.nii.gz"))
+    assert prediction.GetSize() == image.GetSize()
+    assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
+    assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
+    assert np.allclose(prediction.GetDirection(), image.GetDirection())
+    assert sitk.GetArrayViewFromImage(prediction).max() <= 13
+    # 6 evaluation summary with all 13 organs; the demo summary with timings of every stage
+    summary = json.loads((out / "summary_flare.json").read_text())
+    assert set(summary["per_organ"]["DSC"]) == set(FLARE_ORGANS.values())
+    assert all(0.0 <= v <= 1.0 for v in summary["per_organ"]["NSD"].values())
+    demo = json.loads((out / "demo_summary.json").read_text())
+    assert [s["name"] for s in demo["stages"]] == ["1_phantoms", "2a_plan", "2b_preprocess", "3_train_locator",
+                                                   "4_train_organs", "5_predict", "6_evaluate"]
+    assert all(s["seconds"] > 0 and Path(s["log"]).is_file() for s in demo["stages"])
+    assert demo["mean_DSC"] == summary["mean_DSC"]
+    # what the terminal shows: honest label, the narrow network named, the table and where things are
+    assert "PHANTOM RESULTS" in stdout and "flare_organs_narrow" in stdout
+    assert "mean over cases" in stdout and "stage timings" in stdout and str(out / "predictions") in stdout
+
+
+def test_environment_keeps_user_folders_and_sets_trainers(tmp_path: Path) -> None:
+    env = demo_environment(tmp_path, DemoSettings(), base={"nnUNet_raw": "/data/raw", "PATH": "/bin"})
+    assert env["nnUNet_raw"] == "/data/raw"
+    assert env["nnUNet_results"] == str(tmp_path / "nnUNet_results")
+    from nnunetv2_flare.training.ext_trainer_path import ext_trainer_path
+    assert env["nnUNet_extTrainer"].split(os.pathsep)[0] == ext_trainer_path()
+    assert env["nnUNet_n_proc_DA"] == "1"
+
+
+def test_refuses_a_dataset_id_held_by_another_dataset(tmp_path: Path) -> None:
+    (tmp_path / "raw" / "Dataset900_Other").mkdir(parents=True)
+    env = {"nnUNet_raw": str(tmp_path / "raw"), "nnUNet_preprocessed": str(tmp_path / "p"),
+           "nnUNet_results": str(tmp_path / "r")}
+    with pytest.raises(DemoError, match="choose a free id with -d"):
+        check_dataset_id_free(env, 900, DATASET)
+    check_dataset_id_free(env, 901, "Dataset901_FlarePhantoms")
+
+
+def test_demo_configuration_is_added_and_resolved_by_nnunet(tmp_path: Path) -> None:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2_flare.planning.templates import load_plans_template
+    plans_file = tmp_path / "FlarePlans.json"
+    plans_file.write_text(json.dumps(load_plans_template()))
+    settings = DemoSettings(organ_spacing=(5.0, 4.0, 4.0), organ_patch_size=(32, 48, 48))
+    add_demo_configuration(plans_file, settings)
+    cfg = PlansManager(str(plans_file)).get_configuration(DEMO_CONFIGURATION)
+    assert cfg.spacing == [5.0, 4.0, 4.0] and cfg.patch_size == [32, 48, 48]
+    assert cfg.network_arch_init_kwargs["features_per_stage"] == [24, 48, 96, 192]  # the narrow network
+    assert cfg.configuration["flare_training_preprocessor"] == "FlareOrganPreprocessor"
+    assert cfg.data_identifier != PlansManager(str(plans_file)).get_configuration("flare_organs").data_identifier
+
+
+def test_time_box_plans_epochs_from_measured_time() -> None:
+    assert epochs_that_fit(2, 10.0, 35.0, 1000) == 5
+    assert epochs_that_fit(2, 10.0, -5.0, 1000) == 2      # past the deadline: stop now
+    assert epochs_that_fit(2, 10.0, 1e6, 7) == 7          # never beyond the cap
+
+
+def test_cli_rejects_too_few_cases() -> None:
+    with pytest.raises(DemoError, match="at least 2 training"):
+        settings_from_args(build_parser().parse_args(["-n", "1"]))
+    smoke = settings_from_args(build_parser().parse_args(["--smoke"]))
+    assert smoke.shape == "tiny" and smoke.max_epochs == 1 and smoke.num_training == 3
