@@ -12,8 +12,10 @@ Steps (../shared/docs/method.md):
    sliding window (fewest tiles, see sliding_window.py), argmax at working resolution.
 4. Largest connected component per organ at working resolution; labels back to the crop's original grid by
    nearest neighbour; pasted into a zero volume with exactly the input's geometry (uint8).
-Arrays are used as read (nnU-Net's convention, no reorientation); each network's transpose_forward is applied
-inside its model wrapper. Orientation is therefore the input's, by construction.
+Before step 1 every input is checked and repaired (input_checks.py: refusals with a one-line reason, NaN, padding,
+dtype) and its voxels are permuted / flipped into one canonical orientation (orientation.py, default LPS, no
+resampling); the labels are mapped back exactly, so flipped or permuted copies of a scan get the same result. Each
+network's transpose_forward is applied inside its model wrapper.
 """
 from __future__ import annotations
 
@@ -30,10 +32,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nnunetv2_flare.atomic_io import remove_stale_temporaries, write_image_atomic, write_json_atomic
+from nnunetv2_flare.atomic_io import write_image_atomic, write_json_atomic
+from nnunetv2_flare.inference.batch_safety import (claim_case, one_line, prepare_output_folder,
+                                                   remove_case_temporaries)
 from nnunetv2_flare.inference.geometry import (Box, VoxelGrid, box_from_coarse, resize_linear, resize_nearest,
                                                resize_offset_and_scale, working_shape)
 from nnunetv2_flare.inference.image_io import list_cases, read_image
+from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
+from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
 from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
                                                     SegmentationModel, load_phase)
 from nnunetv2_flare.inference.postprocessing import (foreground_bounds, keep_largest_component_per_label,
@@ -55,17 +61,22 @@ class CascadeResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     organ_volumes_ml: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    orientation: dict = field(default_factory=dict)
+    organ_spacing_input_zyx: tuple[float, ...] | None = None  # the organ spacing along the input's array axes
 
     def to_report(self) -> dict:
         spacing_zyx = self.labels.GetSpacing()[::-1]
         return {
             "image_size_xyz": list(self.labels.GetSize()),
             "spacing_xyz": [round(s, 4) for s in self.labels.GetSpacing()],
+            **self.orientation,  # crop box: the input's indices; working shape: the processed orientation's
             "crop_box": {**self.crop_box.to_report(spacing_zyx), "from_locator": self.crop_from_locator},
             "working_shape_xyz": list(self.working_shape[::-1]),
             "n_patches": self.n_patches,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
             "organ_volumes_ml": {k: round(v, 2) for k, v in self.organ_volumes_ml.items()},
         }
 
@@ -76,6 +87,7 @@ class BatchResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
+    interrupted: bool = False
 
 
 class _Stopwatch:
@@ -144,12 +156,13 @@ class FlareCascadePredictor:
 
     def _configure(self, locator: Phase, organs: Phase, margin_mm: float = DEFAULT_MARGIN_MM,
                    min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
-                   progress: bool = True) -> None:
+                   progress: bool = True, orientation: str | None = DEFAULT_ORIENTATION) -> None:
         if organs.spacing is None:
             raise ValueError("the organ phase needs a target spacing")
         self.locator, self.organs = locator, organs
         self.margin_mm, self.min_component_side = float(margin_mm), int(min_component_side)
         self.tile_min_overlap, self.progress = float(tile_min_overlap), progress
+        self.orientation = orientation  # None: process the array as read
 
     # ------------------------------------------------------------------ single case
     def predict(self, image_or_path: sitk.Image | str | os.PathLike) -> sitk.Image:
@@ -162,20 +175,26 @@ class FlareCascadePredictor:
         image = image_or_path if isinstance(image_or_path, sitk.Image) else read_image(image_or_path)
         if not isinstance(image_or_path, sitk.Image):
             watch.lap("read")
+        name = image_or_path.name if isinstance(image_or_path, Path) else \
+            (os.path.basename(image_or_path) if isinstance(image_or_path, str) else "input")
+        prepared = prepare_input(image, self.orientation, name)
+        image = prepared.image  # checked, repaired, canonical orientation; the input is no longer referenced here
+        watch.lap("check_input")
         array = sitk.GetArrayViewFromImage(image)  # (z, y, x), no copy
-        warnings: list[str] = []
+        warnings: list[str] = list(prepared.warnings)
         box, from_locator = self._locate(image, array, watch, warnings)
         crop_labels, wshape, n_patches = self._segment(image, array, box, watch)
         out = np.zeros(array.shape, dtype=np.uint8)
         out[box.slices] = crop_labels
-        labels = sitk.GetImageFromArray(out)
-        labels.CopyInformation(image)
+        labels = prepared.labels_on_input_grid(out)
         voxel_ml = math.prod(image.GetSpacing()) / 1000.0
         counts = np.bincount(crop_labels.ravel(), minlength=NUM_CLASSES)
         volumes = {name: float(counts[i]) * voxel_ml for i, name in FLARE_ORGANS.items()}
         watch.lap("restore")
         timings["total"] = time.perf_counter() - start
-        return CascadeResult(labels, box, from_locator, wshape, n_patches, timings, warnings, volumes)
+        return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape, n_patches, timings,
+                             warnings, volumes, list(prepared.notes), prepared.report(),
+                             prepared.values_on_input(self.organs.spacing))
 
     def _locate(self, image: sitk.Image, array: np.ndarray, watch: _Stopwatch,
                 warnings: list[str]) -> tuple[Box, bool]:
@@ -187,7 +206,9 @@ class FlareCascadePredictor:
         logits = self.locator.model(x[None, None], grid)
         foreground = (logits[0].argmax(0) > 0).cpu().numpy()
         watch.lap("locate_network")
-        min_voxels = max(1, round(self.min_component_side ** 3 * math.prod(size) / math.prod(array.shape)))
+        # the 20^3 rule, capped per axis at the axis length: a thin scan's abdomen spans its few slices
+        side_voxels = math.prod(min(self.min_component_side, n) for n in array.shape)
+        min_voxels = max(1, round(side_voxels * math.prod(size) / math.prod(array.shape)))
         foreground = remove_small_components(foreground, min_voxels)
         bounds = foreground_bounds(foreground)
         spacing_zyx = image.GetSpacing()[::-1]
@@ -241,42 +262,73 @@ class FlareCascadePredictor:
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         cases = list_cases(inputs)
-        output_folder = Path(output_folder)
-        output_folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(output_folder)
+        output_folder = prepare_output_folder(output_folder)  # one-line error before any work
         result = BatchResult()
         result.report = {"settings": self.settings(), "cases": {}, "failed": {}}
-        for case in tqdm(cases, desc="cases", disable=not self.progress):
-            target = case.output_path(output_folder)
-            entry: dict = {"input": str(case.path), "output": str(target)}
-            if target.exists() and not overwrite:
-                entry["status"] = "skipped: output exists (use --overwrite to predict again)"
-                result.skipped.append(case.name)
-            else:
-                try:
-                    started = time.perf_counter()
-                    case_result = self.run(case.path)
-                    t = time.perf_counter()
-                    write_image_atomic(case_result.labels, target)
-                    case_result.timings["write"] = time.perf_counter() - t
-                    case_result.timings["total"] = time.perf_counter() - started
-                    entry.update(status="done", **case_result.to_report())
-                    result.done.append(case.name)
-                except Exception as e:  # one bad case must not stop the others
-                    message = f"{type(e).__name__}: {e}"
-                    entry.update(status="failed", error=message)
-                    result.failed[case.name] = message
-                    result.report["failed"][case.name] = message
-                    tqdm.write(f"nnUNetv2_flare_predict: {case.name} failed: {message}")
-            result.report["cases"][case.name] = entry
-            if report:
-                write_json_atomic(result.report, report)
+        current: dict | None = None
+        try:
+            for case in tqdm(cases, desc="cases", disable=not self.progress):
+                target = case.output_path(output_folder)
+                current = {"input": str(case.path), "output": str(target)}
+                result.report["cases"][case.name] = current
+                if target.exists() and not overwrite:
+                    current["status"] = "skipped: output exists (use --overwrite to predict again)"
+                    result.skipped.append(case.name)
+                else:
+                    with claim_case(output_folder, case.name) as claimed:
+                        if not claimed:
+                            current["status"] = "skipped: being predicted by another process"
+                            result.skipped.append(case.name)
+                        elif target.exists() and not overwrite:  # finished by another process meanwhile
+                            current["status"] = "skipped: output exists (written by another process)"
+                            result.skipped.append(case.name)
+                        else:
+                            remove_case_temporaries(output_folder, target.name)
+                            self._predict_case(case, target, current, result)
+                current = None
+                self._write_report(result.report, report)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the writers removed their temporaries, claims are released
+            result.interrupted = True
+            if current is not None and "status" not in current:
+                current["status"] = "interrupted: not written (rerun to predict it)"
+            self._write_report(result.report, report)
+            raise
         return result
+
+    def _predict_case(self, case, target: Path, entry: dict, result: BatchResult) -> None:
+        try:
+            started = time.perf_counter()
+            case_result = self.run(case.path)
+            t = time.perf_counter()
+            write_image_atomic(case_result.labels, target)
+            case_result.timings["write"] = time.perf_counter() - t
+            case_result.timings["total"] = time.perf_counter() - started
+            entry.update(status="done", **case_result.to_report())
+            result.done.append(case.name)
+            for warning in case_result.warnings:
+                tqdm.write(f"nnUNetv2_flare_predict: {case.name}: warning: {warning}")
+        except Exception as e:  # one bad case must not stop the others
+            message = one_line(e)
+            kind = "refused" if isinstance(e, InputRefused) else "error"
+            entry.update(status="failed", kind=kind, error=message)
+            result.failed[case.name] = message
+            result.report["failed"][case.name] = message
+            tqdm.write(f"nnUNetv2_flare_predict: {case.name} {'refused' if kind == 'refused' else 'failed'}: "
+                       f"{message}")
+
+    @staticmethod
+    def _write_report(data: dict, report: str | os.PathLike | None) -> None:
+        if not report:
+            return
+        try:
+            write_json_atomic(data, report)
+        except OSError as e:  # a full disk must not turn into a crash of the whole batch
+            tqdm.write(f"nnUNetv2_flare_predict: could not write the report {report}: {one_line(e)}")
 
     def settings(self) -> dict:
         return {"locator": self.locator.source, "organs": self.organs.source,
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
-                "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
+                "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm, "orientation": self.orientation or "as read",
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
                 "threads": torch.get_num_threads()}

@@ -50,8 +50,9 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
     if not series:
         raise FileNotFoundError(f"No DICOM series in {folder}: give a folder holding the slices of one series.")
     if len(series) > 1:
-        raise ValueError(f"{folder} holds {len(series)} DICOM series ({', '.join(series)}); put each series in its "
-                         f"own folder.")
+        from nnunetv2_flare.inference.input_checks import InputRefused
+        raise InputRefused(f"{Path(folder).name} holds {len(series)} DICOM series ({', '.join(series)}); put each "
+                           f"series in its own folder.")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))  # sorted by slice position
     return reader.Execute()
@@ -59,16 +60,24 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """One 3D CT as a SimpleITK image with its geometry, from a file or a DICOM series folder."""
+    from nnunetv2_flare.inference.input_checks import (InputRefused, check_file_complete, check_nifti_header_spacing,
+                                                       read_failure_reason, to_single_channel_3d)
     path = Path(path)
     if path.is_dir():
-        image = read_dicom_series(path)
+        try:
+            image = read_dicom_series(path)
+        except RuntimeError as e:  # ITK's multi-line text -> one line
+            raise InputRefused(read_failure_reason(path, e)) from None
     elif path.is_file():
-        image = sitk.ReadImage(str(path))
+        check_file_complete(path)  # ITK reads truncated NIfTI files without an error
+        try:
+            check_nifti_header_spacing(path)
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as e:
+            raise InputRefused(read_failure_reason(path, e)) from None
     else:
         raise FileNotFoundError(f"{path} does not exist.")
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: expected a 3D single-channel CT, got {image.GetDimension()}D with "
-                         f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel.")
+    image, _ = to_single_channel_3d(image, path.name)  # a 4D image with one volume becomes 3D
     return image
 
 

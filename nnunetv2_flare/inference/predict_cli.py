@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="REPORT_JSON",
                    help="write a JSON report: per case stage times, crop box, warnings, organ volumes (mL)")
     p.add_argument("--margin_mm", type=float, default=None, help="crop margin around the located abdomen (15)")
+    p.add_argument("--orientation", default="LPS", metavar="CODE",
+                   help="process every scan in this voxel orientation (LPS default, e.g. RAS; the models' training "
+                        "orientation) and map the labels back; 'as_read' uses the array as stored")
     p.add_argument("--disable_progress_bar", action="store_true")
     return p
 
@@ -49,7 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.inference.model_loading import resolve_model_folders
 
-    options = {"progress": not args.disable_progress_bar}
+    import SimpleITK as sitk
+    from nnunetv2_flare.inference.batch_safety import sigterm_as_interrupt
+    from nnunetv2_flare.inference.orientation import orientation_matrix
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
+    orientation = None if args.orientation.lower() in ("as_read", "none") else args.orientation.upper()
+    try:
+        if orientation:
+            orientation_matrix(orientation)
+    except ValueError as e:
+        print(f"nnUNetv2_flare_predict: --orientation: {e}", file=sys.stderr)
+        return 2
+    options = {"progress": not args.disable_progress_bar, "orientation": orientation}
     if args.margin_mm is not None:
         options["margin_mm"] = args.margin_mm
     try:
@@ -61,12 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             locator, organs = resolve_model_folders(args.d, args.tr1, args.c1, args.tr2, args.c2, args.p)
         else:
             raise ValueError("name the models: -d DATASET (with $nnUNet_results set) or -m1 ... -m2 ...")
-        predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
-                                          device=args.device, threads=args.threads, **options)
-        result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report)
+        with sigterm_as_interrupt():
+            predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
+                                              device=args.device, threads=args.threads, **options)
+            result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_flare_predict: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"nnUNetv2_flare_predict: interrupted. Finished outputs in {args.o} are complete and nothing "
+              f"half-written was left; run the same command again to predict the rest (finished cases are "
+              f"skipped).", file=sys.stderr)
+        return 130
     print(f"nnUNetv2_flare_predict: {len(result.done)} predicted, {len(result.skipped)} kept (output existed), "
           f"{len(result.failed)} failed -> {args.o}")
     for name, error in result.failed.items():
