@@ -22,7 +22,7 @@ DATASET_ID = 220
 LOCATOR_RESULT = "nnUNetTrainerFlareLocator_debug__FlarePlans__flare_locator"
 ORGANS_RESULT = "nnUNetTrainerFlareOrgans_debug__FlarePlans__flare_organs_narrow"
 TRAINER_NAMES = ("nnUNetTrainerFlareLocator", "nnUNetTrainerFlareOrgans", "nnUNetTrainerFlareLocator_debug",
-                 "nnUNetTrainerFlareOrgans_debug")
+                 "nnUNetTrainerFlareOrgans_debug", "nnUNetTrainerFlareLocator_5min", "nnUNetTrainerFlareOrgans_30min")
 
 
 def _command(name: str) -> str:
@@ -54,18 +54,23 @@ def _user_env(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def preprocessed(tmp_path_factory):
     root = tmp_path_factory.mktemp("nnunet")
     raw = write_tiny_dataset(root / "raw", DATASET_ID, num_cases=3, num_test_cases=1)
     env = _user_env(root)
     _run(["nnUNetv2_flare_plan_and_preprocess", "-d", str(DATASET_ID), "-np", "1"], env)
+    return {"root": root, "raw": raw, "env": env, "results": root / "results" / raw.name,
+            "preprocessed": root / "preprocessed" / raw.name}
+
+
+@pytest.fixture(scope="module")
+def trained(preprocessed):
+    env = preprocessed["env"]
     _run(["nnUNetv2_train", str(DATASET_ID), "flare_locator", "all", "-tr", "nnUNetTrainerFlareLocator_debug",
           "-p", "FlarePlans", "-device", "cpu"], env)
     _run(["nnUNetv2_train", str(DATASET_ID), "flare_organs_narrow", "all", "-tr", "nnUNetTrainerFlareOrgans_debug",
           "-p", "FlarePlans", "-device", "cpu"], env)
-    results = root / "results" / raw.name
-    return {"root": root, "raw": raw, "env": env, "results": results,
-            "preprocessed": root / "preprocessed" / raw.name}
+    return preprocessed
 
 
 # --- how nnU-Net finds the trainers ---------------------------------------------------------------------------------
@@ -121,23 +126,23 @@ def test_cosine_schedule_matches_torch_cosine_annealing():
     assert ours.get_last_lr()[0] == pytest.approx(1.5e-4)
 
 
-def _trainer(trained, cls, configuration, monkeypatch):
-    monkeypatch.setenv("nnUNet_preprocessed", str(trained["root"] / "preprocessed"))
-    monkeypatch.setenv("nnUNet_results", str(trained["root"] / "results_inprocess"))
-    plans = json.loads((trained["preprocessed"] / "FlarePlans.json").read_text())
+def _trainer(preprocessed, cls, configuration, monkeypatch):
+    monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed["root"] / "preprocessed"))
+    monkeypatch.setenv("nnUNet_results", str(preprocessed["root"] / "results_inprocess"))
+    plans = json.loads((preprocessed["preprocessed"] / "FlarePlans.json").read_text())
     plans["continue_training"] = False
-    dataset_json = json.loads((trained["preprocessed"] / "dataset.json").read_text())
+    dataset_json = json.loads((preprocessed["preprocessed"] / "dataset.json").read_text())
     return cls(plans, configuration, "all", dataset_json, torch.device("cpu"))
 
 
-def test_paper_defaults(trained, monkeypatch):
+def test_paper_defaults(preprocessed, monkeypatch):
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
     from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
-    organs = _trainer(trained, nnUNetTrainerFlareOrgans, "flare_organs", monkeypatch)
+    organs = _trainer(preprocessed, nnUNetTrainerFlareOrgans, "flare_organs", monkeypatch)
     assert organs.oversample_foreground_percent == pytest.approx(5 / 6)
     assert organs.configuration_manager.batch_size == 6
-    locator = _trainer(trained, nnUNetTrainerFlareLocator, "flare_locator", monkeypatch)
+    locator = _trainer(preprocessed, nnUNetTrainerFlareLocator, "flare_locator", monkeypatch)
     assert locator.label_manager.num_segmentation_heads == 2
     for trainer in (organs, locator):
         assert (trainer.initial_lr, trainer.weight_decay, trainer.num_epochs) == (3e-4, 1e-5, 150)
@@ -150,10 +155,10 @@ def test_paper_defaults(trained, monkeypatch):
     assert isinstance(dc_ce, DC_and_CE_loss) and dc_ce.weight_ce == dc_ce.weight_dice == 1
 
 
-def test_flare_organs_builds_the_full_network_from_plans(trained, monkeypatch):
+def test_flare_organs_builds_the_full_network_from_plans(preprocessed, monkeypatch):
     from nnunetv2_flare.networks import FlareOrganNet
     from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
-    trainer = _trainer(trained, nnUNetTrainerFlareOrgans, "flare_organs", monkeypatch)
+    trainer = _trainer(preprocessed, nnUNetTrainerFlareOrgans, "flare_organs", monkeypatch)
     net = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1,
                                              trainer.label_manager.num_segmentation_heads, True)
     assert isinstance(net, FlareOrganNet)
@@ -161,13 +166,25 @@ def test_flare_organs_builds_the_full_network_from_plans(trained, monkeypatch):
     assert net.decoder.classifier.out_channels == 14
 
 
-def test_trainer_refuses_the_other_phase(trained, monkeypatch):
+def test_trainer_refuses_the_other_phase(preprocessed, monkeypatch):
     from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
     from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
     with pytest.raises(ValueError, match="-tr nnUNetTrainerFlareLocator with flare_locator"):
-        _trainer(trained, nnUNetTrainerFlareLocator, "flare_organs", monkeypatch)
+        _trainer(preprocessed, nnUNetTrainerFlareLocator, "flare_organs", monkeypatch)
     with pytest.raises(ValueError, match="FlareOrganPreprocessor"):
-        _trainer(trained, nnUNetTrainerFlareOrgans, "flare_locator", monkeypatch)
+        _trainer(preprocessed, nnUNetTrainerFlareOrgans, "flare_locator", monkeypatch)
+
+
+def test_time_boxed_trainer_fits_its_epochs_to_the_budget(preprocessed, monkeypatch):
+    from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareLocator_5min
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_compile", "false")
+    trainer = _trainer(preprocessed, nnUNetTrainerFlareLocator_5min, "flare_locator", monkeypatch)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (150, 10)
+    trainer.time_budget_s = 1e-3  # less than one epoch: one epoch, and the cosine schedule ends with it
+    trainer.on_train_start()
+    assert trainer.num_epochs == 1 and trainer.lr_scheduler.max_steps == 1
+    assert trainer.optimizer.state  # the timed iteration was a real training step
 
 
 # --- end to end -----------------------------------------------------------------------------------------------------
@@ -182,8 +199,8 @@ def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
             and np.allclose(a.GetOrigin(), b.GetOrigin()))
 
 
-def test_preprocessed_layout(trained):
-    pre = trained["preprocessed"]
+def test_preprocessed_layout(preprocessed):
+    pre = preprocessed["preprocessed"]
     assert (pre / "FlarePlans.json").is_file() and (pre / "dataset_fingerprint.json").is_file()
     for identifier in ("FlarePlans_flare_locator", "FlarePlans_flare_organs"):
         assert len(list((pre / identifier).glob("*_seg.b2nd"))) == 3
