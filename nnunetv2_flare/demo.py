@@ -45,7 +45,7 @@ class DemoSettings:
     """What the demo makes and trains. The defaults fit ~15 minutes of a 2-core laptop CPU."""
     minutes: float = 15.0                 # wall-clock target of the whole demo
     dataset_id: int = 900
-    num_training: int = 24
+    num_training: int = 16
     num_test: int = 4
     shape: str = "small"                  # phantom grid: 128 x 128 in-plane, ~3 mm pixels
     seed: int = 0
@@ -54,7 +54,7 @@ class DemoSettings:
     batch_size: int = 2
     iterations_per_epoch: int = 10
     locator_share: float = 0.25           # fraction of the training time for Phase 1 (the easier task)
-    predict_seconds_per_case: float = 25.0  # time kept free after training for prediction (and evaluation)
+    predict_seconds_per_case: float = 35.0  # time kept free after training for prediction (and evaluation)
     max_epochs: int = 1000
     num_processes: int = 2
 

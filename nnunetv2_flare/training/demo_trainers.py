@@ -8,6 +8,8 @@ environment variables (the demo sets them for its subprocesses; unset, the defau
     nnUNetFlare_demo_max_epochs   upper bound on the number of epochs (default 1000)
     nnUNetFlare_demo_iterations   training iterations per epoch (default 10)
     nnUNetFlare_demo_batch_size   batch size, at most the plans' value (default 2)
+    nnUNetFlare_demo_lr           AdamW learning rate (default 1e-3; the paper's 3e-4 is for 150 epochs of 250
+                                  iterations, too slow a start for the ~150 iterations a demo gets)
 
 With a deadline, the number of epochs is re-planned after every epoch from the measured epoch time, so the cosine
 schedule anneals to (nearly) zero when time runs out rather than being cut off at a high learning rate.
@@ -29,6 +31,8 @@ DEADLINE_ENV = "nnUNetFlare_demo_deadline"
 MAX_EPOCHS_ENV = "nnUNetFlare_demo_max_epochs"
 ITERATIONS_ENV = "nnUNetFlare_demo_iterations"
 BATCH_SIZE_ENV = "nnUNetFlare_demo_batch_size"
+LR_ENV = "nnUNetFlare_demo_lr"
+DEMO_INITIAL_LR = 1e-3
 # what saving the final checkpoint and shutting down the data loaders takes, kept free before the deadline
 END_RESERVE_S = 5.0
 
@@ -62,6 +66,7 @@ class _TimeBoxed:
         self.num_epochs = self.demo_max_epochs
         self.num_iterations_per_epoch = int(_env_number(ITERATIONS_ENV, 10))
         self.num_val_iterations_per_epoch = 1
+        self.initial_lr = float(_env_number(LR_ENV, DEMO_INITIAL_LR, float))
         configuration = self.configuration_manager.configuration
         configuration["batch_size"] = min(int(_env_number(BATCH_SIZE_ENV, 2)), configuration["batch_size"])
         self._demo_first_epoch_start: float | None = None
