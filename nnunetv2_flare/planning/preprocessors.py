@@ -7,11 +7,18 @@ configuration is named in its `flare_training_preprocessor` entry and looked up 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from typing import Sequence
 
 import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+from tqdm import tqdm
 
 from nnunetv2_flare.planning.abdomen_labels import abdomen_dataset_json, binarize
 
@@ -20,7 +27,29 @@ def _transposed(values: Sequence, transpose_forward: Sequence[int]) -> list:
     return [values[i] for i in transpose_forward]
 
 
-class FlareLocatorPreprocessor(DefaultPreprocessor):
+class FlarePreprocessorBase(DefaultPreprocessor):
+    """nnU-Net's `run`, except that one process works in this process: a spawned worker costs seconds of imports,
+    more than a small dataset's whole preprocessing."""
+
+    def run(self, dataset_name_or_id: int | str, configuration_name: str, plans_identifier: str,
+            num_processes: int) -> None:
+        if num_processes > 1:
+            return super().run(dataset_name_or_id, configuration_name, plans_identifier, num_processes)
+        dataset_name = maybe_convert_to_dataset_name(dataset_name_or_id)
+        folder = os.path.join(nnUNet_preprocessed, dataset_name)
+        plans_manager = PlansManager(os.path.join(folder, plans_identifier + ".json"))
+        configuration_manager = plans_manager.get_configuration(configuration_name)
+        dataset_json = load_json(os.path.join(folder, "dataset.json"))
+        output_folder = os.path.join(folder, configuration_manager.data_identifier)
+        shutil.rmtree(output_folder, ignore_errors=True)
+        os.makedirs(output_folder)
+        dataset = get_filenames_of_train_images_and_targets(os.path.join(nnUNet_raw, dataset_name), dataset_json)
+        for case, files in tqdm(dataset.items(), desc="Preprocessing cases", disable=not self.show_progress_bar):
+            self.run_case_save(os.path.join(output_folder, case), files["images"], files["label"], plans_manager,
+                               configuration_manager, dataset_json)
+
+
+class FlareLocatorPreprocessor(FlarePreprocessorBase):
     """Phase 1: the whole case, resized to exactly the patch size (128^3), then normalized; label -> abdomen.
 
     Resizing comes first (method.md): normalizing the full-size volume costs far more than normalizing 128^3, and
@@ -33,7 +62,6 @@ class FlareLocatorPreprocessor(DefaultPreprocessor):
     def run_case_npy(self, data: np.ndarray, seg: np.ndarray | None, properties: dict, plans_manager: PlansManager,
                      configuration_manager: ConfigurationManager, dataset_json: dict | str):
         if isinstance(dataset_json, str):
-            from batchgenerators.utilities.file_and_folder_operations import load_json
             dataset_json = load_json(dataset_json)
         data = data.astype(np.float32)  # copy: never modify the caller's array
         transpose = plans_manager.transpose_forward
@@ -66,7 +94,7 @@ class FlareLocatorPreprocessor(DefaultPreprocessor):
         return data, seg.astype(np.int8, copy=False), properties
 
 
-class FlareOrganPreprocessor(DefaultPreprocessor):
+class FlareOrganPreprocessor(FlarePreprocessorBase):
     """Phase 2: crop each training case to the bounding box of its labelled foreground plus a margin in mm
     (`flare_foreground_margin_mm` in the configuration), then nnU-Net's default path (crop to nonzero, normalize,
     resample to the configuration's spacing).
