@@ -77,6 +77,7 @@ class DemoResult:
     settings: DemoSettings
     stages: list[Stage] = field(default_factory=list)
     summary: dict | None = None
+    training: dict = field(default_factory=dict)
 
 
 class DemoError(RuntimeError):
@@ -218,11 +219,16 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     run("6_evaluate", [_command("nnUNetv2_flare_evaluate"), "-ref", str(raw / "labelsTs"), "-pred",
                        str(predictions), "-o", str(summary_file)])
     result.summary = json.loads(summary_file.read_text())
+    results = Path(env["nnUNet_results"]) / dataset_name
+    result.training = {
+        "locator": trained_length(results / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}", settings),
+        "organs": trained_length(results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", settings)}
 
     write_json_atomic({
         "label": PHANTOM_LABEL,
         "settings": asdict(settings),
         "organ_configuration": {DEMO_CONFIGURATION: demo_cfg},
+        "training": result.training,
         "stages": [asdict(s) for s in result.stages],
         "total_seconds": time.time() - start,
         "mean_DSC": result.summary["mean_DSC"], "mean_NSD": result.summary["mean_NSD"],
@@ -232,6 +238,16 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     }, output_folder / "demo_summary.json")
     _print_report(result, env, time.time() - start)
     return result
+
+
+def trained_length(model_folder: Path, settings: DemoSettings) -> dict:
+    """Epochs and iterations a time-boxed training reached (from its final checkpoint)."""
+    import torch
+    checkpoint = torch.load(model_folder / "fold_all" / "checkpoint_final.pth", map_location="cpu",
+                            weights_only=False)
+    epochs = int(checkpoint["current_epoch"])
+    return {"model_folder": str(model_folder), "epochs": epochs,
+            "iterations": epochs * settings.iterations_per_epoch, "batch_size": settings.batch_size}
 
 
 def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float) -> None:
@@ -244,6 +260,9 @@ def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float)
     print(f"Phase 2 used {DEMO_CONFIGURATION}: the narrow organ network (flare_organs_narrow, 24/48/96/192 "
           f"channels) at {' x '.join(f'{v:g}' for v in s.organ_spacing)} mm, {'x'.join(map(str, s.organ_patch_size))} "
           f"patches -- a CPU demo setting, not the paper's configuration.")
+    locator, organs = result.training["locator"], result.training["organs"]
+    print(f"Training reached {locator['iterations']} iterations (batch {locator['batch_size']}) for Phase 1 and "
+          f"{organs['iterations']} for Phase 2; the paper trains each phase for 150 x 250 iterations.")
     print("=" * 78)
     print(format_table(result.summary))
     print("\nstage timings")

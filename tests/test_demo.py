@@ -74,8 +74,9 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
                                                    "4_train_organs", "5_predict", "6_evaluate"]
     assert all(s["seconds"] > 0 and Path(s["log"]).is_file() for s in demo["stages"])
     assert demo["mean_DSC"] == summary["mean_DSC"]
+    assert demo["training"]["organs"]["epochs"] == 1 and demo["training"]["organs"]["iterations"] == 2
     # what the terminal shows: honest label, the narrow network named, the table and where things are
-    assert "PHANTOM RESULTS" in stdout and "flare_organs_narrow" in stdout
+    assert "PHANTOM RESULTS" in stdout and "flare_organs_narrow" in stdout and "2 for Phase 2" in stdout
     assert "mean over cases" in stdout and "stage timings" in stdout and str(out / "predictions") in stdout
 
 
