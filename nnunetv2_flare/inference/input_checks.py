@@ -126,21 +126,35 @@ def read_failure_reason(path: str | os.PathLike, error: Exception) -> str:
     return f"{name}: cannot be read ({detail[:200]})."
 
 
+def _nifti_header(path: Path) -> bytes:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            return f.read(348)
+    except (OSError, EOFError):
+        return b""
+
+
 def check_nifti_header_spacing(path: str | os.PathLike) -> None:
-    """ITK replaces zero / missing pixdim by 1 mm and turns a negative one into a flip: refuse such headers."""
+    """ITK replaces a zero / missing pixdim by 1 mm and turns a negative one into a flip: read the raw header and
+    refuse such files."""
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    keys = set(reader.GetMetaDataKeys())
-    if not {"pixdim[1]", "pixdim[2]", "pixdim[3]"} <= keys:
-        return
-    pixdim = [float(reader.GetMetaData(f"pixdim[{i}]")) for i in (1, 2, 3)]
-    if not all(math.isfinite(p) and p > 0 for p in pixdim):
-        raise InputRefused(f"{path.name}: the header's voxel spacing (pixdim) is {fmt(pixdim)} mm; zero, negative "
-                           f"or missing spacing cannot be used. Fix the header (spacing in mm, x y z).")
+    header = _nifti_header(path)
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            ndim = struct.unpack(endian + "h", header[40:42])[0]
+            pixdim = struct.unpack(endian + "3f", header[80:92])[:max(1, min(3, ndim))]
+            geometry = struct.unpack(endian + "18f", header[256:328])  # quatern, qoffset, srow_x/y/z
+            if not all(math.isfinite(v) for v in geometry):  # ITK can hang on these: check before reading
+                raise InputRefused(f"{path.name}: the header's position / orientation (qform / sform) holds "
+                                   f"NaN or infinite numbers; fix the header.")
+            if not all(math.isfinite(p) and p > 0 for p in pixdim):
+                raise InputRefused(f"{path.name}: the header's voxel spacing (pixdim) is {fmt(pixdim)} mm; zero, "
+                                   f"negative or missing spacing cannot be used. Fix the header (spacing in mm, "
+                                   f"x y z).")
+            return
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -171,7 +185,7 @@ def check_geometry(image: sitk.Image, name: str = "input") -> list[str]:
     spacing = image.GetSpacing()
     if not all(math.isfinite(s) and MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
         raise InputRefused(f"{name}: voxel spacing {fmt(spacing)} mm (x, y, z) is outside "
-                           f"{MIN_SPACING_MM}..{MAX_SPACING_MM} mm; the header is wrong. Fix the spacing.")
+                           f"{MIN_SPACING_MM:g}..{MAX_SPACING_MM:g} mm; the header is wrong. Fix the spacing.")
     if not all(math.isfinite(o) for o in image.GetOrigin()):
         raise InputRefused(f"{name}: the origin {fmt(image.GetOrigin())} is not finite; fix the header.")
     direction = direction_matrix(image)
