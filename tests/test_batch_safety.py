@@ -117,13 +117,15 @@ def test_two_processes_share_an_output_folder(models, tmp_path):
 
 
 def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
-    names = make_cases(tmp_path / "in", 8)
+    # enough cases that the interrupt lands mid-batch even on a fast, idle machine (a case takes well under 1 s)
+    names = make_cases(tmp_path / "in", 30)
     out = tmp_path / "out"
     cmd = CLI + ["-i", str(tmp_path / "in"), "-o", str(out), *models, "--threads", "1", "--disable_progress_bar",
                  "--report", str(tmp_path / "r.json")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with_threads())
     deadline = time.time() + 240
-    while time.time() < deadline and not (out.is_dir() and any(p.suffix == ".gz" for p in out.iterdir())):
+    while time.time() < deadline and not (out.is_dir() and any(p.name.endswith(".nii.gz") and not p.name.startswith(".")
+                                                                for p in out.iterdir())):
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
