@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunetv2_flare.inference.random_models import plans_configuration
 from nnunetv2_flare.labels import dataset_json_labels
 from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, binarize, write_abdomen_references
 from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
@@ -32,21 +33,10 @@ LIVER, SPLEEN, GALLBLADDER, STOMACH = 1, 3, 9, 11
 
 
 def _configuration(data_identifier: str, spacing: list[float], patch: list[int], training_preprocessor: str) -> dict:
-    return {
-        "data_identifier": data_identifier, "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "flare_training_preprocessor": training_preprocessor, "flare_foreground_margin_mm": 3.0,
-        "patch_size": patch, "median_image_size_in_voxels": list(SHAPE), "spacing": spacing,
-        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": {"network_class_name": "nnunetv2_flare.networks.FlareOrganNet", "arch_kwargs": {},
-                         "_kw_requires_import": []},
-        "batch_dice": False,
-    }
+    configuration = plans_configuration("nnunetv2_flare.networks.FlareOrganNet", {}, patch, spacing)
+    configuration.update(data_identifier=data_identifier, flare_training_preprocessor=training_preprocessor,
+                         flare_foreground_margin_mm=3.0, median_image_size_in_voxels=list(SHAPE))
+    return configuration
 
 
 def _plans() -> dict:

@@ -27,7 +27,7 @@ TINY_LOCATOR_KWARGS = {"features_per_stage": [8, 16, 32, 64], "head_embed_dim": 
 TINY_ORGAN_KWARGS = {"features_per_stage": [6, 12, 24, 48], "head_dim": 6}
 
 
-def _configuration(network_class: str, arch_kwargs: dict, patch_size: Sequence[int],
+def plans_configuration(network_class: str, arch_kwargs: dict, patch_size: Sequence[int],
                    spacing: Sequence[float]) -> dict:
     return {
         "data_identifier": "random", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
@@ -60,7 +60,7 @@ def write_random_model_folder(folder: str | os.PathLike, dataset_name: str, conf
         "transpose_backward": backward, "experiment_planner_used": "random_models",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {"0": dict(CT_INTENSITY_PROPERTIES)},
-        "configurations": {configuration: _configuration(network_class, arch_kwargs, patch_size, spacing)},
+        "configurations": {configuration: plans_configuration(network_class, arch_kwargs, patch_size, spacing)},
     }
     dataset = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 0, "file_ending": ".nii.gz"}
     write_json_atomic(plans, folder / "plans.json")

@@ -63,6 +63,11 @@ class _TimeBoxed:
 
     time_budget_s: float = 300.0
 
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        shorten(self, num_epochs=self.num_epochs, iterations_per_epoch=10, val_iterations=2, batch_size=2)
+
     def on_train_start(self) -> None:
         super().on_train_start()
         start = perf_counter()
@@ -85,16 +90,6 @@ class _TimeBoxed:
 class nnUNetTrainerFlareLocator_5min(_TimeBoxed, nnUNetTrainerFlareLocator):
     time_budget_s = 5 * 60.0
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        shorten(self, num_epochs=self.num_epochs, iterations_per_epoch=10, val_iterations=2, batch_size=2)
-
 
 class nnUNetTrainerFlareOrgans_30min(_TimeBoxed, nnUNetTrainerFlareOrgans):
     time_budget_s = 30 * 60.0
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        shorten(self, num_epochs=self.num_epochs, iterations_per_epoch=10, val_iterations=2, batch_size=2)
