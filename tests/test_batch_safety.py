@@ -122,7 +122,10 @@ def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
     out = tmp_path / "out"
     cmd = CLI + ["-i", str(tmp_path / "in"), "-o", str(out), *models, "--threads", "1", "--disable_progress_bar",
                  "--report", str(tmp_path / "r.json")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with_threads())
+    # a shell that runs the suite in the background (nohup, `&`) ignores SIGINT, and a child would inherit that;
+    # a user at a terminal has the default disposition, so the command is started with it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with_threads(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not (out.is_dir() and any(p.name.endswith(".nii.gz") and not p.name.startswith(".")
                                                                 for p in out.iterdir())):
