@@ -42,12 +42,12 @@ from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
 from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
                                                     SegmentationModel, load_phase)
+from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
 from nnunetv2_flare.inference.postprocessing import (foreground_bounds, keep_largest_component_per_label,
                                                      remove_small_components)
 from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 
-DEFAULT_MARGIN_MM = 15.0
 MIN_COMPONENT_SIDE = 20  # voxels of the original grid (method.md: components smaller than 20^3 are removed)
 
 

@@ -5,3 +5,4 @@ ORGAN_TRAINER = "nnUNetTrainerFlareOrgans"
 ORGAN_CONFIGURATION = "flare_organs"
 PLANS = "FlarePlans"
 CHECKPOINT = "checkpoint_final.pth"
+DEFAULT_MARGIN_MM = 15.0  # crop margin around the located abdomen (cascade) or the current label (pseudo-labels)

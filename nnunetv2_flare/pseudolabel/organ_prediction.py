@@ -8,16 +8,16 @@ is the cascade's own code (`nnunetv2_flare.inference.cascade.FlareCascadePredict
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Callable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
 from nnunetv2_flare.inference.geometry import Box
+from nnunetv2_flare.planning.preprocessors import foreground_bbox_with_margin
 
-DEFAULT_MARGIN_MM = 15.0  # the cascade's margin around the located abdomen
 
 # image, box (array order) -> labels of the box region, shape box.shape
 OrganPredictor = Callable[[sitk.Image, Box], np.ndarray]
@@ -26,13 +26,10 @@ OrganPredictor = Callable[[sitk.Image, Box], np.ndarray]
 def label_box(label: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float = DEFAULT_MARGIN_MM) -> Box:
     """Bounding box of the label's foreground plus `margin_mm` per side, clipped to the volume; whole volume if the
     label is empty (nothing to crop to: let the model look everywhere)."""
-    nonzero = [np.flatnonzero(label.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if any(len(n) == 0 for n in nonzero):
+    if not label.any():
         return Box.whole(label.shape)
-    margin = [math.ceil(margin_mm / s) for s in spacing_zyx]
-    start = tuple(max(0, int(n[0]) - m) for n, m in zip(nonzero, margin))
-    stop = tuple(min(size, int(n[-1]) + 1 + m) for n, m, size in zip(nonzero, margin, label.shape))
-    return Box(start, stop)
+    bbox = foreground_bbox_with_margin(label > 0, spacing_zyx, margin_mm)
+    return Box(tuple(lo for lo, _ in bbox), tuple(hi for _, hi in bbox))
 
 
 def predict_case(predict_organs: OrganPredictor, image: sitk.Image, current_label: np.ndarray,
