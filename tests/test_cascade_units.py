@@ -138,3 +138,12 @@ def test_load_phase_reads_plans_in_array_order(tmp_path):
     assert out.shape == (1, 3, *phase.patch_size)
     with pytest.raises(FileNotFoundError, match="fold_all"):
         load_phase(folder, fold="all")
+
+
+def test_argmax_labels_equals_torch_argmax_including_ties() -> None:
+    from nnunetv2_flare.inference.sliding_window import argmax_labels
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(-3, 4, (14, 9, 10, 11), generator=g).float()  # many exact ties
+    expected = logits.argmax(0).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(argmax_labels(logits), expected)
+    assert argmax_labels(torch.randn(2, 4, 4, 4)).dtype == np.uint8

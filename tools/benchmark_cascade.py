@@ -7,6 +7,13 @@ both phases, write) and the peak memory is that process's ru_maxrss. Stage times
                                                               # nnU-Net on the smallest size only
     python tools/benchmark_cascade.py --nnunet all            # nnU-Net on every size (hours on 2 cores)
     python tools/benchmark_cascade.py --sizes 200 --nnunet none --no_real
+    python tools/benchmark_cascade.py --sizes 218 --no_real --nnunet none --backends torch openvino --warm 3
+
+Backends (--backends, default: torch and, if installed, openvino): every case runs once per backend, each in a fresh
+process (cold: start to written file, the FLARE protocol); --warm N adds the median of N more runs of the same case
+in that process (warm per-case latency). OpenVINO's one-off conversion is done before the timed runs and reported on
+its own. Agreement: the share of foreground voxels (either label > 0) where a backend's labels equal torch's.
+A patch table times the organ network alone on one 96^3 patch per backend (median of 5 after a warm-up pass).
 
 Random weights make the locator's box random, so the benchmark runs the locator (for its time) and then crops a
 fixed, realistic box (--box_mm, x y z, default 330 x 240 x 260 mm, centred; clipped to the volume).
@@ -67,7 +74,7 @@ def write_nnunet_fullres(results: Path) -> str:
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2_flare.atomic_io import write_json_atomic
-    from nnunetv2_flare.inference.random_models import CT_INTENSITY_PROPERTIES, _configuration
+    from nnunetv2_flare.inference.random_models import CT_INTENSITY_PROPERTIES, plans_configuration
     from nnunetv2_flare.labels import dataset_json_labels
 
     dataset = "Dataset998_BenchFullres"
@@ -80,7 +87,7 @@ def write_nnunet_fullres(results: Path) -> str:
             "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
             "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
             "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
-    config = _configuration("dynamic_network_architectures.architectures.unet.PlainConvUNet", arch,
+    config = plans_configuration("dynamic_network_architectures.architectures.unet.PlainConvUNet", arch,
                             [80, 192, 160], list(SPACING_XYZ[::-1]))
     config["architecture"]["_kw_requires_import"] = ["conv_op", "norm_op", "dropout_op", "nonlin"]
     config["data_identifier"] = "nnUNetPlans_3d_fullres"
@@ -126,7 +133,7 @@ def run_case(args) -> None:
     t0 = time.perf_counter()
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.atomic_io import write_image_atomic
-    predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False)
+    predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=args.backend)
     predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm, predictor.margin_mm)
     setup = time.perf_counter() - t0
     result = predictor.run(args.input)
@@ -135,12 +142,66 @@ def run_case(args) -> None:
     result.timings["write"] = time.perf_counter() - t
     report = result.to_report()
     report["setup_s"] = round(setup, 3)
+    report["cold_s"] = round(time.time() - args.launched, 2)  # process launch to the first written file
+    report["peak_gb"] = peak_rss_gb()
+    warm = []
+    for _ in range(args.warm):
+        t = time.perf_counter()
+        again = predictor.run(args.input)
+        write_image_atomic(again.labels, args.output)
+        warm.append(time.perf_counter() - t)
+    if warm:
+        report["warm_s"] = round(sorted(warm)[len(warm) // 2], 2)
     print("RESULT " + json.dumps(report))
+
+
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child
+    forked from a big parent (this benchmark holds networks) would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024 ** 2, 2)
+    except OSError:
+        pass
+    return None
+
+
+def patch_latency(m2: Path, backends: list[str], threads: int, repeats: int = 5) -> list[dict]:
+    """The organ network alone on one patch, per backend, in this process."""
+    import torch
+    from nnunetv2_flare.inference.cascade import set_threads
+    from nnunetv2_flare.inference.model_loading import load_phase
+    set_threads(threads)
+    rows = []
+    for backend in backends:
+        phase = load_phase(m2, backend=backend, threads=threads)
+        x = torch.randn(1, 1, *phase.patch_size)
+        t = time.perf_counter()
+        phase.model(x, None)
+        first = time.perf_counter() - t
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            phase.model(x, None)
+            times.append(time.perf_counter() - t)
+        rows.append({"backend": backend, "first_s": round(first, 3), "median_s": round(sorted(times)[repeats // 2], 3)})
+    for row in rows:
+        row["speedup_vs_torch"] = round(rows[0]["median_s"] / row["median_s"], 2)
+    return rows
+
+
+def label_agreement(a: Path, b: Path) -> float:
+    import SimpleITK as sitk
+    la, lb = (sitk.GetArrayViewFromImage(sitk.ReadImage(str(p))) for p in (a, b))
+    foreground = (la > 0) | (lb > 0)
+    return float((la[foreground] == lb[foreground]).mean()) if foreground.any() else 1.0
 
 
 # ---------------------------------------------------------------------------------------------- parent
 def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GB) of the command's process (from wait4) and its output."""
+    """Wall seconds, peak RSS (GB) of the command's process (from wait4) and its output; its CPU seconds (user +
+    system) go to `timed.cpu_s` (a busy shared machine inflates wall time, CPU time much less)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     out_lines = []
@@ -150,6 +211,7 @@ def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
+    timed.cpu_s = usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]}... failed ({proc.returncode}):\n{''.join(out_lines[-30:])}")
     return wall, usage.ru_maxrss / 1024 ** 2, "".join(out_lines)
@@ -167,12 +229,14 @@ def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, th
            "OMP_NUM_THREADS": str(threads), "nnUNet_def_n_proc": str(threads)}
     code = ("import resource, subprocess, sys, time; t = time.perf_counter();"
             "r = subprocess.run(sys.argv[1:]).returncode;"
-            "print('WALL', time.perf_counter() - t, 'RSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+            "print('WALL', time.perf_counter() - t, 'RSS', u.ru_maxrss, 'CPU', u.ru_utime + u.ru_stime);"
             "sys.exit(r)")
     cmd = [sys.executable, "-c", code, "nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", dataset,
            "-c", "3d_fullres", "-f", "all", "--disable_tta", "-device", "cpu", "-npp", "1", "-nps", "1"]
     _, _, text = timed(cmd, env)
     line = [l for l in text.splitlines() if l.startswith("WALL")][-1].split()
+    nnunet_predict.cpu_s = float(line[5])
     return float(line[1]), float(line[3]) / 1024 ** 2
 
 
@@ -185,7 +249,12 @@ def main() -> None:
     p.add_argument("--box_mm", type=float, nargs=3, default=[330.0, 240.0, 260.0], help="crop box x y z (mm)")
     p.add_argument("--work", type=Path, default=Path("/tmp/flare_cascade_benchmark"))
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
+    p.add_argument("--backends", nargs="+", choices=["torch", "openvino"], default=None,
+                   help="organ-network runtimes to time (default: torch, and openvino when installed)")
+    p.add_argument("--warm", type=int, default=0, help="also time N more runs per case in the same process")
     p.add_argument("--_case", nargs=4, metavar=("M1", "M2", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    p.add_argument("--launched", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._case:
         args.m1, args.m2, args.input, args.output = args._case
@@ -193,10 +262,17 @@ def main() -> None:
         return
 
     import torch
+    from nnunetv2_flare.inference.openvino_backend import openvino_available
     from nnunetv2_flare.inference.random_models import write_random_cascade
+    backends = args.backends or (["torch", "openvino"] if openvino_available() else ["torch"])
     work = args.work
     results = work / "results"
     m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False)
+    if "openvino" in backends:
+        from nnunetv2_flare.inference.model_loading import load_phase
+        t = time.perf_counter()
+        load_phase(m2, backend="openvino")  # the one-off conversion (cached next to the checkpoint)
+        print(f"OpenVINO conversion (or cache hit) of the organ network: {time.perf_counter() - t:.1f} s", flush=True)
     nnunet_dataset = write_nnunet_fullres(results) if args.nnunet != "none" else None
     inputs: list[tuple[str, Path]] = []
     for n in args.sizes:
@@ -209,24 +285,42 @@ def main() -> None:
         inputs += [(p.name.split(".")[0][:28], p) for p in real_cases()]
     smallest = min(args.sizes) if args.sizes else None
 
+    patches = patch_latency(m2, backends, args.threads)
+    print("\n| organ network, one 96^3 patch | first pass s | median s | speed-up vs torch eager fp32 |\n|---|---|---|---|")
+    for r in patches:
+        print(f"| {r['backend']} | {r['first_s']} | {r['median_s']} | {r['speedup_vs_torch']}x |")
+    print(flush=True)
+
     rows = []
-    for label, path in inputs:
-        out = work / "outputs" / f"{label}.nii.gz"
+    for (label, path), backend in [(i, b) for i in inputs for b in backends]:
+        out = work / "outputs" / backend / f"{label}.nii.gz"
         out.parent.mkdir(parents=True, exist_ok=True)
         wall, rss, text = timed([sys.executable, __file__, "--threads", str(args.threads), "--box_mm",
-                                 *map(str, args.box_mm), "--_case", str(m1), str(m2), str(path), str(out)])
+                                 *map(str, args.box_mm), "--backend", backend, "--warm", str(args.warm),
+                                 "--launched", repr(time.time()),
+                                 "--_case", str(m1), str(m2), str(path), str(out)])
         report = json.loads([l for l in text.splitlines() if l.startswith("RESULT ")][-1][7:])
-        row = {"case": label, "wall_s": round(wall, 1), "peak_gb": round(rss, 2), **report}
-        run_nnunet = nnunet_dataset and (args.nnunet == "all" or label == f"512x512x{smallest}")
+        # with --warm the process also ran the warm repeats: its CPU time is then not one case's
+        case_cpu = timed.cpu_s if args.warm == 0 else None
+        row = {"case": label, "backend": backend, "wall_s": report["cold_s"],
+               "cpu_s": round(case_cpu, 1) if case_cpu else "-", **report}
+        row["peak_gb"] = report["peak_gb"] or round(rss, 2)
+        if backend != backends[0]:
+            row["agreement"] = round(label_agreement(work / "outputs" / backends[0] / f"{label}.nii.gz", out), 5)
+        run_nnunet = nnunet_dataset and backend == backends[0] and (
+            args.nnunet == "all" or label == f"512x512x{smallest}")
         if run_nnunet:
             print(f"running nnUNetv2_predict on {label} (slow) ...", flush=True)
             nn_wall, nn_rss = nnunet_predict(path, work, nnunet_dataset, results, args.threads)
             row.update(nnunet_wall_s=round(nn_wall, 1), nnunet_peak_gb=round(nn_rss, 2),
-                       speedup=round(nn_wall / wall, 1))
+                       nnunet_cpu_s=round(nnunet_predict.cpu_s, 1),
+                       speedup=round(nn_wall / row["wall_s"], 1))
+            if case_cpu:
+                row["cpu_speedup"] = round(nnunet_predict.cpu_s / case_cpu, 1)
         rows.append(row)
         print_row(row, header=len(rows) == 1)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"patch_latency": patches, "cases": rows}, indent=2))
     print(f"\nmachine: {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, threads {args.threads}")
 
 
@@ -242,19 +336,22 @@ def cpu_name() -> str:
 
 def print_row(row: dict, header: bool) -> None:
     t = row["timings_s"]
-    cols = ["case", "size xyz", "crop xyz (mm)", "work xyz", "tiles", "whole s", "setup", "read", "locate",
-            "resample", "sliding", "post", "restore", "write", "peak GB", "nnU-Net s", "nnU-Net GB", "speed-up"]
+    cols = ["case", "backend", "size xyz", "crop xyz (mm)", "work xyz", "tiles", "whole s", "setup", "read", "locate",
+            "resample", "sliding", "post", "restore", "write", "peak GB", "warm s", "agreement", "CPU s",
+            "nnU-Net s", "nnU-Net GB", "nnU-Net CPU s", "speed-up (wall)", "speed-up (CPU)"]
     if header:
         print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     locate = t.get("locate_resize", 0) + t.get("locate_network", 0) + t.get("locate_postprocess", 0)
     crop = row["crop_box"]
-    vals = [row["case"], "x".join(map(str, row["image_size_xyz"])),
+    vals = [row["case"], row["backend"], "x".join(map(str, row["image_size_xyz"])),
             "x".join(map(str, crop["size_xyz"])) + " (" + "x".join(f"{v:.0f}" for v in crop["size_mm_xyz"]) + ")",
             "x".join(map(str, row["working_shape_xyz"])), row["n_patches"], row["wall_s"], row["setup_s"],
             t.get("read", 0), round(locate, 2), t.get("segment_resample", 0), t.get("segment_network", 0),
             t.get("postprocess", 0), t.get("restore", 0), t.get("write", 0), row["peak_gb"],
-            row.get("nnunet_wall_s", "-"), row.get("nnunet_peak_gb", "-"),
-            f"{row['speedup']}x" if "speedup" in row else "-"]
+            row.get("warm_s", "-"), f"{100 * row['agreement']:.2f} %" if "agreement" in row else "-",
+            row["cpu_s"], row.get("nnunet_wall_s", "-"), row.get("nnunet_peak_gb", "-"), row.get("nnunet_cpu_s", "-"),
+            f"{row['speedup']}x" if "speedup" in row else "-",
+            f"{row['cpu_speedup']}x" if "cpu_speedup" in row else "-"]
     print("| " + " | ".join(str(v) for v in vals) + " |", flush=True)
 
 

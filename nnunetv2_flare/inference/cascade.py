@@ -39,13 +39,14 @@ from nnunetv2_flare.inference.geometry import (Box, VoxelGrid, box_from_coarse, 
                                                resize_offset_and_scale, working_shape)
 from nnunetv2_flare.inference.image_io import list_cases, read_image
 from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
+from nnunetv2_flare.inference.openvino_backend import resolve_backend
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
 from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
                                                     SegmentationModel, load_phase)
 from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
 from nnunetv2_flare.inference.postprocessing import (foreground_bounds, keep_largest_component_per_label,
                                                      remove_small_components)
-from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count
+from nnunetv2_flare.inference.sliding_window import argmax_labels, sliding_window_labels, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 
 MIN_COMPONENT_SIDE = 20  # voxels of the original grid (method.md: components smaller than 20^3 are removed)
@@ -126,15 +127,20 @@ class FlareCascadePredictor:
 
     def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike, fold: str | int = "all",
                  checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
-                 **options) -> None:
-        set_threads(threads)
+                 backend: str = "auto", **options) -> None:
+        """`backend` runs the organ network: 'torch', 'openvino' (CPU, optional extra), or 'auto' (OpenVINO when
+        installed and the device is the CPU). The locator (0.1 s per case) always runs on PyTorch."""
+        n_threads = set_threads(threads)
+        self.backend = resolve_backend(backend, device)
         self._configure(load_phase(locator_folder, fold, checkpoint_name, device),
-                        load_phase(organ_folder, fold, checkpoint_name, device), **options)
+                        load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
+                                   threads=n_threads), **options)
 
     @classmethod
     def from_phases(cls, locator: Phase, organs: Phase, threads: int | None = None,
                     **options) -> "FlareCascadePredictor":
         self = cls.__new__(cls)
+        self.backend = "injected"
         if threads:
             set_threads(threads)
         self._configure(locator, organs, **options)
@@ -204,7 +210,7 @@ class FlareCascadePredictor:
         watch.lap("locate_resize")
         grid = VoxelGrid.subgrid(image, *resize_offset_and_scale((0, 0, 0), array.shape, size), size)
         logits = self.locator.model(x[None, None], grid)
-        foreground = (logits[0].argmax(0) > 0).cpu().numpy()
+        foreground = argmax_labels(logits[0].cpu()) > 0
         watch.lap("locate_network")
         # the 20^3 rule, capped per axis at the axis length: a thin scan's abdomen spans its few slices
         side_voxels = math.prod(min(self.min_component_side, n) for n in array.shape)
@@ -326,7 +332,7 @@ class FlareCascadePredictor:
             tqdm.write(f"nnUNetv2_flare_predict: could not write the report {report}: {one_line(e)}")
 
     def settings(self) -> dict:
-        return {"locator": self.locator.source, "organs": self.organs.source,
+        return {"locator": self.locator.source, "organs": self.organs.source, "organ_backend": self.backend,
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm, "orientation": self.orientation or "as read",

@@ -6,6 +6,7 @@ folders only need plans.json, dataset.json and fold_<f>/<checkpoint>.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +107,43 @@ def _clean_state_dict(weights: dict) -> dict:
     return out
 
 
-def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpoint_name: str = CHECKPOINT,
-               device: str | torch.device = "cpu", configuration: str | None = None) -> Phase:
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+def resolve_configuration(plans: dict, name: str, visited: tuple[str, ...] = ()) -> dict:
+    """A plans configuration with `inherits_from` resolved (nnU-Net's rule: the child's keys override the parent's).
 
+    Read here rather than through nnU-Net's PlansManager, whose import costs ~0.7 s of a single case's latency."""
+    configurations = plans.get("configurations", {})
+    if name not in configurations:
+        raise ValueError(f"configuration {name!r} is not in the plans (it has {sorted(configurations)})")
+    if name in visited:
+        raise ValueError(f"circular inherits_from in the plans: {' -> '.join(visited + (name,))}")
+    configuration = dict(configurations[name])
+    parent = configuration.get("inherits_from")
+    if parent:
+        resolved = resolve_configuration(plans, parent, visited + (name,))
+        resolved.update(configuration)
+        configuration = resolved
+    return configuration
+
+
+def number_of_classes(dataset_json: dict) -> int:
+    labels = dataset_json.get("labels", {})
+    if any(isinstance(v, (list, tuple)) for v in labels.values()):
+        raise ValueError("the cascade needs plain integer labels; this model was trained on regions")
+    return len({int(v) for v in labels.values()})
+
+
+def build_network(architecture: dict, num_classes: int) -> nn.Module:
+    """The plans' network (deep supervision off, no weight init: weights are loaded next), as nnU-Net builds it."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    return get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
+                                  architecture.get("_kw_requires_import", []), 1, num_classes, allow_init=False,
+                                  deep_supervision=False)
+
+
+def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpoint_name: str = CHECKPOINT,
+               device: str | torch.device = "cpu", configuration: str | None = None, backend: str = "torch",
+               threads: int | None = None) -> Phase:
+    """`backend`: 'torch' (eager) or 'openvino' (CPU; the converted model is cached, see openvino_backend.py)."""
     folder = Path(model_folder)
     checkpoint_file = folder / fold_folder_name(fold) / checkpoint_name
     for needed in (folder / "plans.json", folder / "dataset.json", checkpoint_file):
@@ -119,27 +151,44 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpo
             raise FileNotFoundError(f"{needed} is missing: {folder} must be a trained nnU-Net model folder "
                                     f"(plans.json, dataset.json, {fold_folder_name(fold)}/{checkpoint_name}). "
                                     f"Check -f / -chk, or train that fold first.")
-    plans = PlansManager(str(folder / "plans.json"))
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-    configuration = configuration or checkpoint.get("init_args", {}).get("configuration") \
-        or configuration_of_folder(folder)
-    config = plans.get_configuration(configuration)
-    scheme = config.normalization_schemes[0]
+    plans = json.loads((folder / "plans.json").read_text())
+    if configuration is None:
+        # the folder name (<Trainer>__<Plans>__<configuration>) costs nothing; a renamed folder: the checkpoint's
+        try:
+            configuration = configuration_of_folder(folder)
+        except ValueError:
+            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+            configuration = checkpoint.get("init_args", {}).get("configuration")
+            if not configuration:
+                raise
+        if configuration not in plans.get("configurations", {}):
+            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+            configuration = checkpoint.get("init_args", {}).get("configuration") or configuration
+    config = resolve_configuration(plans, configuration)
+    scheme = config["normalization_schemes"][0]
     if scheme != "CTNormalization":
         raise ValueError(f"{folder}: configuration {configuration} uses {scheme}; the cascade supports "
                          f"CTNormalization only.")
-    label_manager = plans.get_label_manager(load_json(str(folder / "dataset.json")))
-    num_classes = label_manager.num_segmentation_heads
-    arch = config.configuration["architecture"]
-    network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                     1, num_classes, allow_init=False, deep_supervision=False)
-    network.load_state_dict(_clean_state_dict(checkpoint["network_weights"]))
-    transpose = plans.transpose_forward
-    return Phase(model=NetworkModel(network, transpose, device),
+    num_classes = number_of_classes(json.loads((folder / "dataset.json").read_text()))
+    transpose = plans.get("transpose_forward", [0, 1, 2])
+    patch_size = [int(p) for p in config["patch_size"]]
+
+    def network() -> nn.Module:
+        net = build_network(config["architecture"], num_classes)
+        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+        net.load_state_dict(_clean_state_dict(checkpoint["network_weights"]))
+        return net
+
+    if backend == "openvino":
+        from nnunetv2_flare.inference.openvino_backend import openvino_phase_model
+        model = openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads)
+    else:
+        model = NetworkModel(network(), transpose, device)
+    return Phase(model=model,
                  normalization=CTNormalization.from_intensity_properties(
-                     plans.foreground_intensity_properties_per_channel["0"]),
-                 patch_size=_to_array_order([int(p) for p in config.patch_size], transpose),
-                 spacing=_to_array_order([float(s) for s in config.spacing], transpose),
+                     plans["foreground_intensity_properties_per_channel"]["0"]),
+                 patch_size=_to_array_order(patch_size, transpose),
+                 spacing=_to_array_order([float(s) for s in config["spacing"]], transpose),
                  num_classes=num_classes, source=str(checkpoint_file))
 
 

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m2", metavar="ORGAN_FOLDER", help="organ model folder (instead of -d)")
     p.add_argument("-chk", default=CHECKPOINT, help=f"checkpoint file name (default {CHECKPOINT})")
     p.add_argument("-device", default="cpu", help="cpu (default), cuda or mps")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                   help="runtime of the organ network: auto (default: OpenVINO if installed and on the CPU, else "
+                        "PyTorch), torch, or openvino (pip install \"nnunetv2-flare[openvino]\")")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
     p.add_argument("--continue_prediction", action="store_true",
@@ -53,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nnunetv2_flare.inference.model_loading import resolve_model_folders
 
     import SimpleITK as sitk
-    from nnunetv2_flare.inference.batch_safety import sigterm_as_interrupt
+    from nnunetv2_flare.inference.batch_safety import prepare_output_folder, sigterm_as_interrupt
     from nnunetv2_flare.inference.orientation import orientation_matrix
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
@@ -76,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             locator, organs = resolve_model_folders(args.d, args.tr1, args.c1, args.tr2, args.c2, args.p)
         else:
             raise ValueError("name the models: -d DATASET (with $nnUNet_results set) or -m1 ... -m2 ...")
+        prepare_output_folder(args.o)  # a bad -o fails in one line before the models load (or convert)
         with sigterm_as_interrupt():
             predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
-                                              device=args.device, threads=args.threads, **options)
+                                              device=args.device, threads=args.threads, backend=args.backend,
+                                              **options)
             result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_flare_predict: {e}", file=sys.stderr)

@@ -1,0 +1,156 @@
+"""The organ network on OpenVINO (optional extra: `pip install "nnunetv2-flare[openvino]"`).
+
+On a 2-core AMD EPYC (AVX2) the channels-first inference graph (networks/inference_graph.py) compiled by OpenVINO
+runs a 96^3 patch about twice as fast as eager PyTorch (tools/benchmark_cascade.py --backends). Converting the
+network takes ~25 s, so the converted model (OpenVINO IR) is cached: next to the checkpoint
+(`fold_X/openvino/`) when that folder is writable, else in $NNUNETV2_FLARE_CACHE or ~/.cache/nnunetv2_flare. The
+cache key is the checkpoint's content hash, the patch size, the graph version and the OpenVINO version, so a new
+checkpoint or a new OpenVINO never reuses a stale model. Files are written under temporary names and renamed.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnunetv2_flare.inference.geometry import VoxelGrid
+
+BACKENDS = ("auto", "torch", "openvino")
+GRAPH_VERSION = 1  # bump when networks/inference_graph.py changes what it computes or how it is laid out
+
+
+def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
+    """'auto': OpenVINO when it is installed and the device is the CPU, else PyTorch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    on_cpu = torch.device(device).type == "cpu"
+    if backend == "auto":
+        return "openvino" if on_cpu and openvino_available() else "torch"
+    if backend == "openvino":
+        if not on_cpu:
+            raise ValueError(f"the openvino backend runs on the CPU; got device {device}")
+        if not openvino_available():
+            raise RuntimeError('the openvino backend needs OpenVINO: pip install "nnunetv2-flare[openvino]"')
+    return backend
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def cache_folders(checkpoint_file: Path) -> list[Path]:
+    user = Path(os.environ.get("NNUNETV2_FLARE_CACHE") or Path.home() / ".cache" / "nnunetv2_flare") / "openvino"
+    return [checkpoint_file.parent / "openvino", user]
+
+
+def _writable_folder(candidates: Sequence[Path]) -> Path | None:
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe", delete=True)
+            probe.close()
+            return folder
+        except OSError:
+            continue
+    return None
+
+
+def convert(network: nn.Module, input_shape: Sequence[int]):
+    """An openvino.Model of the network's inference graph for one fixed input shape (1, 1, *patch)."""
+    import openvino as ov
+    from nnunetv2_flare.networks.inference_graph import build_inference_graph
+
+    graph = build_inference_graph(network.eval())
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing warnings about shape checks that are constant for a fixed shape
+        return ov.convert_model(graph, example_input=torch.zeros(tuple(input_shape)))
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, input_shape: Sequence[int],
+                      announce=None) -> Path:
+    """The IR file of this checkpoint and shape, converting and caching it on first use. `network` builds the loaded
+    network; it is called only on a cache miss (a hit skips building and loading it)."""
+    import openvino as ov
+
+    key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file), "x".join(map(str, input_shape[2:])),
+                    f"g{GRAPH_VERSION}", "ov" + ov.get_version().split("-")[0]])
+    folders = cache_folders(checkpoint_file)
+    for folder in folders:
+        if (folder / f"{key}.xml").is_file() and (folder / f"{key}.bin").is_file():
+            return folder / f"{key}.xml"
+    folder = _writable_folder(folders)
+    if folder is None:
+        raise RuntimeError(f"no writable folder for the OpenVINO model cache (tried {', '.join(map(str, folders))}); "
+                           f"set NNUNETV2_FLARE_CACHE or use --backend torch")
+    (announce or _stderr)(f"nnUNetv2_flare: converting the organ network to OpenVINO (once per checkpoint, ~30 s) -> {folder}")
+    model = convert(network(), input_shape)
+    tmp = folder / f".{key}.{os.getpid()}.tmp.xml"
+    try:
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), folder / f"{key}.bin")  # the .xml appears last: it marks completeness
+        os.replace(tmp, folder / f"{key}.xml")
+    finally:
+        for leftover in (tmp, tmp.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
+    return folder / f"{key}.xml"
+
+
+class OpenVINOModel:
+    """A compiled OpenVINO model as a phase model (`x, grid -> logits`, array order as read), fixed input shape."""
+
+    def __init__(self, model, input_shape: Sequence[int], transpose_forward: Sequence[int] = (0, 1, 2),
+                 threads: int | None = None, compile_cache: Path | None = None) -> None:
+        import openvino as ov
+        core = ov.Core()
+        if compile_cache is not None:  # OpenVINO keeps the compiled kernels there: a later start skips compiling
+            core.set_property({"CACHE_DIR": str(compile_cache)})
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.forward_axes = (0, 1) + tuple(int(a) + 2 for a in transpose_forward)
+        backward = sorted(range(len(transpose_forward)), key=lambda i: transpose_forward[i])
+        self.backward_axes = (0, 1) + tuple(a + 2 for a in backward)
+
+    def __call__(self, x: torch.Tensor, grid: VoxelGrid | None = None) -> torch.Tensor:
+        x = x.permute(self.forward_axes)
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"the OpenVINO organ model takes inputs of shape {self.input_shape}; got "
+                             f"{tuple(x.shape)}")
+        out = self.request.infer({0: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(np.asarray(out)).permute(self.backward_axes)
+
+
+def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path, patch_size_network_order: Sequence[int],
+                         transpose_forward: Sequence[int], threads: int | None = None) -> OpenVINOModel:
+    input_shape = (1, 1, *[int(p) for p in patch_size_network_order])
+    path = cached_model_path(network, checkpoint_file, input_shape)
+    compile_cache = path.parent / "compiled"
+    try:
+        compile_cache.mkdir(exist_ok=True)
+    except OSError:  # a read-only cache still serves the model; compiling then happens on every start
+        compile_cache = None
+    return OpenVINOModel(str(path), input_shape, transpose_forward, threads, compile_cache)

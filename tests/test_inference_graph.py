@@ -1,0 +1,67 @@
+"""The channels-first inference graph computes what the training network computes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
+from nnunetv2_flare.networks.inference_graph import (build_inference_graph, fold_batchnorm,
+                                                     merge_transpose_and_classifier)
+
+NARROW = dict(features_per_stage=(12, 24, 48, 96), head_dim=12)
+
+
+def _randomize_batchnorms(net: nn.Module, seed: int = 0) -> None:
+    """Trained-looking BatchNorm statistics, so that folding them is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+
+
+def test_fold_batchnorm_equals_conv_then_bn() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(8, 4, (3, 1, 1), padding=(1, 0, 0), groups=4)
+    bn = nn.BatchNorm3d(4).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 8, 5, 6, 7)
+    torch.testing.assert_close(fold_batchnorm(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_merged_transpose_and_classifier_equals_both() -> None:
+    torch.manual_seed(0)
+    up = nn.ConvTranspose3d(6, 3, 2, stride=2)
+    classifier = nn.Conv3d(3, 5, 1)
+    x = torch.randn(1, 6, 4, 4, 4)
+    torch.testing.assert_close(merge_transpose_and_classifier(up, classifier)(x), classifier(up(x)),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 32), (16, 48, 32)])
+def test_inference_graph_matches_the_network(shape) -> None:
+    torch.manual_seed(0)
+    net = FlareOrganNet(1, 14, **NARROW)
+    _randomize_batchnorms(net)
+    net.eval()
+    graph = build_inference_graph(net)
+    assert graph is not net and not graph.training
+    x = torch.randn(1, 1, *shape)
+    with torch.inference_mode():
+        expected, got = net(x), graph(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    # the copy owns its weights: training the original afterwards does not change it
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+        torch.testing.assert_close(graph(x), got)
+
+
+def test_other_networks_are_returned_as_they_are() -> None:
+    locator = FlareLocator(1, 2, features_per_stage=(8, 16, 32, 64), head_embed_dim=16, head_fuse_groups=16)
+    assert build_inference_graph(locator) is locator

@@ -1,0 +1,109 @@
+"""The OpenVINO organ-network backend: same logits as PyTorch, a cache that is reused and never stale, and a clear
+error when OpenVINO is missing. OpenVINO is part of the test extra, so these run in CI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_flare.inference import openvino_backend
+from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference.model_loading import load_phase
+from nnunetv2_flare.inference.openvino_backend import OpenVINOModel, resolve_backend
+from nnunetv2_flare.inference.random_models import write_random_cascade
+from nnunetv2_flare.phantoms import make_phantom
+
+SMALL = dict(locator_size=(64, 64, 64), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    return write_random_cascade(tmp_path_factory.mktemp("results"), "Dataset220_FLARE", tiny=True, **SMALL)
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("NNUNETV2_FLARE_CACHE", str(tmp_path / "user_cache"))
+    return tmp_path / "user_cache"
+
+
+def test_resolve_backend() -> None:
+    assert resolve_backend("auto", "cpu") == "openvino"  # installed with the test extra
+    assert resolve_backend("torch", "cpu") == "torch"
+    assert resolve_backend("auto", "cuda") == "torch"
+    with pytest.raises(ValueError, match="unknown backend"):
+        resolve_backend("onnx")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        resolve_backend("openvino", "cuda")
+
+
+def test_missing_openvino_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setattr(openvino_backend, "openvino_available", lambda: False)
+    assert resolve_backend("auto", "cpu") == "torch"
+    with pytest.raises(RuntimeError, match=r"pip install \"nnunetv2-flare\[openvino\]\""):
+        resolve_backend("openvino", "cpu")
+
+
+def test_openvino_logits_match_torch_and_the_cache_is_reused(models, monkeypatch) -> None:
+    _, organs = models
+    torch_phase = load_phase(organs, backend="torch")
+    ov_phase = load_phase(organs, backend="openvino")
+    assert isinstance(ov_phase.model, OpenVINOModel)
+    cached = sorted((organs / "fold_all" / "openvino").glob("*.xml"))
+    assert len(cached) == 1 and cached[0].with_suffix(".bin").is_file()
+    assert not list((organs / "fold_all" / "openvino").glob(".*tmp*"))  # no temporaries left behind
+    x = torch.randn(1, 1, *SMALL["organ_patch_size"])
+    expected = torch_phase.model(x)
+    got = ov_phase.model(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
+    with pytest.raises(ValueError, match="takes inputs of shape"):
+        ov_phase.model(torch.zeros(1, 1, 16, 32, 32))
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again although the cache holds this checkpoint")
+    monkeypatch.setattr(openvino_backend, "convert", no_conversion)
+    again = load_phase(organs, backend="openvino")
+    torch.testing.assert_close(again.model(x), got)
+
+
+def test_a_changed_checkpoint_is_converted_again(tmp_path) -> None:
+    _, organs = write_random_cascade(tmp_path, "Dataset221_FLARE", tiny=True, **SMALL)
+    load_phase(organs, backend="openvino")
+    checkpoint = organs / "fold_all" / "checkpoint_final.pth"
+    data = torch.load(checkpoint, weights_only=False)
+    for v in data["network_weights"].values():
+        if v.is_floating_point():
+            v.add_(0.1)
+    torch.save(data, checkpoint)
+    phase = load_phase(organs, backend="openvino")
+    assert len(list((organs / "fold_all" / "openvino").glob("*.xml"))) == 2
+    x = torch.randn(1, 1, *SMALL["organ_patch_size"])
+    expected = load_phase(organs, backend="torch").model(x)
+    torch.testing.assert_close(phase.model(x), expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
+
+
+def test_unwritable_model_folder_falls_back_to_the_user_cache(tmp_path, user_cache, monkeypatch) -> None:
+    _, organs = write_random_cascade(tmp_path, "Dataset222_FLARE", tiny=True, **SMALL)
+    (organs / "fold_all" / "openvino").write_text("a file where the cache folder would go")  # mkdir fails
+    load_phase(organs, backend="openvino")
+    assert len(list((user_cache / "openvino").glob("*.xml"))) == 1
+
+
+def test_cascade_with_openvino_agrees_with_torch(models, tmp_path) -> None:
+    locator, organs = models
+    image, _ = make_phantom(3, "tiny", fov="abdomen")
+    runs = {}
+    for backend in ("torch", "openvino"):
+        predictor = FlareCascadePredictor(locator, organs, backend=backend, progress=False)
+        assert predictor.settings()["organ_backend"] == backend
+        runs[backend] = predictor.run(image)
+    a = runs["torch"].labels
+    b = runs["openvino"].labels
+    la, lb = sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b)
+    assert la.shape == lb.shape and a.GetSpacing() == b.GetSpacing()
+    foreground = (la > 0) | (lb > 0)
+    agreement = (la[foreground] == lb[foreground]).mean() if foreground.any() else 1.0
+    assert agreement >= 0.99, agreement
