@@ -18,7 +18,7 @@ from nnunetv2_flare.demo import (DEMO_CONFIGURATION, LOCATOR_TRAINER, ORGAN_TRAI
                                  add_demo_configuration, build_parser, check_dataset_id_free, demo_environment,
                                  settings_from_args)
 from nnunetv2_flare.labels import FLARE_ORGANS
-from nnunetv2_flare.training.demo_trainers import epochs_that_fit
+from nnunetv2_flare.training.time_boxed import epochs_that_fit
 
 DATASET = "Dataset900_FlarePhantoms"
 

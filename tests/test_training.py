@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,12 +180,19 @@ def test_time_boxed_trainer_fits_its_epochs_to_the_budget(preprocessed, monkeypa
     from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareLocator_5min
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("nnUNet_compile", "false")
+    from nnunetv2_flare.training.time_boxed import END_RESERVE_S
     trainer = _trainer(preprocessed, nnUNetTrainerFlareLocator_5min, "flare_locator", monkeypatch)
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (150, 10)
-    trainer.time_budget_s = 1e-3  # less than one epoch: one epoch, and the cosine schedule ends with it
     trainer.on_train_start()
-    assert trainer.num_epochs == 1 and trainer.lr_scheduler.max_steps == 1
-    assert trainer.optimizer.state  # the timed iteration was a real training step
+    assert trainer.time_box_deadline == pytest.approx(time.time() + 300, abs=60)
+    # two epochs done at 10 s each, 35 s left: three more fit, and the cosine schedule is stretched to five
+    trainer.current_epoch = 2
+    trainer._time_box_first_epoch_start = time.time() - 20
+    trainer.time_box_deadline = time.time() + 35 + END_RESERVE_S
+    assert trainer.plan_remaining_epochs() == 5
+    assert trainer.num_epochs == 5 and trainer.lr_scheduler.max_steps == 5
+    trainer.time_box_deadline = time.time() - 1  # past the deadline: stop after the epochs done
+    assert trainer.plan_remaining_epochs() == 2
 
 
 # --- end to end -----------------------------------------------------------------------------------------------------

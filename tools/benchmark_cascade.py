@@ -292,6 +292,7 @@ def main() -> None:
     print(flush=True)
 
     rows = []
+    nnunet_by_case: dict[str, tuple[float, float, float]] = {}
     for (label, path), backend in [(i, b) for i in inputs for b in backends]:
         out = work / "outputs" / backend / f"{label}.nii.gz"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -312,11 +313,13 @@ def main() -> None:
         if run_nnunet:
             print(f"running nnUNetv2_predict on {label} (slow) ...", flush=True)
             nn_wall, nn_rss = nnunet_predict(path, work, nnunet_dataset, results, args.threads)
-            row.update(nnunet_wall_s=round(nn_wall, 1), nnunet_peak_gb=round(nn_rss, 2),
-                       nnunet_cpu_s=round(nnunet_predict.cpu_s, 1),
+            nnunet_by_case[label] = (nn_wall, nn_rss, nnunet_predict.cpu_s)
+        if label in nnunet_by_case:  # every backend's row is compared with the same nnU-Net run
+            nn_wall, nn_rss, nn_cpu = nnunet_by_case[label]
+            row.update(nnunet_wall_s=round(nn_wall, 1), nnunet_peak_gb=round(nn_rss, 2), nnunet_cpu_s=round(nn_cpu, 1),
                        speedup=round(nn_wall / row["wall_s"], 1))
             if case_cpu:
-                row["cpu_speedup"] = round(nnunet_predict.cpu_s / case_cpu, 1)
+                row["cpu_speedup"] = round(nn_cpu / case_cpu, 1)
         rows.append(row)
         print_row(row, header=len(rows) == 1)
     if args.json:

@@ -3,20 +3,20 @@ loss, optimizer and schedule shape; fewer and smaller steps.
 
 `_debug`: 2 epochs of 2 iterations, batch 2, no test-time mirroring in validation; the organ variant also uses
 48^3 patches (its network is unchanged and works on any size divisible by 16). Minutes on a laptop CPU.
-`_5min` / `_30min`: for CPU demos; 10 iterations of batch 2 per epoch, as many epochs as fit the wall-clock budget
-(estimated from the first timed iteration, so the cosine schedule still runs to its end), at most the paper's 150.
+`_5min` / `_30min`: for CPU runs; 10 iterations of batch 2 per epoch, as many epochs as fit the wall-clock budget
+(re-planned after every epoch, so the cosine schedule still runs to its end), at most the paper's 150
+(time_boxed.py).
 """
 from __future__ import annotations
 
-from time import perf_counter
 from typing import Sequence
 
 import torch
-from torch import distributed as dist
 
 from nnunetv2_flare.training.flare_trainer_base import nnUNetTrainerFlareBase
 from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
 from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
+from nnunetv2_flare.training.time_boxed import TimeBoxedTraining
 
 
 def shorten(trainer: nnUNetTrainerFlareBase, num_epochs: int, iterations_per_epoch: int, val_iterations: int,
@@ -56,40 +56,9 @@ class nnUNetTrainerFlareOrgans_debug(_NoTestTimeMirroring, nnUNetTrainerFlareOrg
         shorten(self, num_epochs=2, iterations_per_epoch=2, val_iterations=1, batch_size=2, patch_size=(48, 48, 48))
 
 
-class _TimeBoxed:
-    """Fits `num_epochs` to `time_budget_s` before the first epoch (nnU-Net fixes the epoch range then): one
-    training iteration is timed (and kept: it is a normal optimizer step) and the epochs that fit are planned with
-    it. Rank 0 decides and broadcasts, so all DDP workers run the same number of epochs."""
-
-    time_budget_s: float = 300.0
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        shorten(self, num_epochs=self.num_epochs, iterations_per_epoch=10, val_iterations=2, batch_size=2)
-
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        start = perf_counter()
-        self.train_step(next(self.dataloader_train))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = perf_counter() - start
-        # validation iterations need no backward pass: count them as half a training iteration
-        per_epoch = seconds * (self.num_iterations_per_epoch + 0.5 * self.num_val_iterations_per_epoch)
-        planned = torch.tensor([max(1, min(self.num_epochs, int(self.time_budget_s // per_epoch)))],
-                               device=self.device)
-        if self.is_ddp:
-            dist.broadcast(planned, src=0)
-        self.num_epochs = int(planned.item())
-        self.lr_scheduler.max_steps = self.num_epochs
-        self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s, {seconds:.2f} s per iteration: "
-                               f"{self.num_epochs} epochs of {self.num_iterations_per_epoch} iterations")
-
-
-class nnUNetTrainerFlareLocator_5min(_TimeBoxed, nnUNetTrainerFlareLocator):
+class nnUNetTrainerFlareLocator_5min(TimeBoxedTraining, nnUNetTrainerFlareLocator):
     time_budget_s = 5 * 60.0
 
 
-class nnUNetTrainerFlareOrgans_30min(_TimeBoxed, nnUNetTrainerFlareOrgans):
+class nnUNetTrainerFlareOrgans_30min(TimeBoxedTraining, nnUNetTrainerFlareOrgans):
     time_budget_s = 30 * 60.0

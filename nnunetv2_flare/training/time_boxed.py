@@ -1,0 +1,122 @@
+"""Training that ends by a wall-clock deadline, with the cosine schedule fitted to the time (CPU runs of minutes).
+
+The deadline comes from the class (`time_budget_s`, counted from the start of training: the `_5min` / `_30min`
+trainers) or from the environment (`nnUNetFlare_demo_deadline`, a Unix time: `nnUNetv2_train` builds trainers
+without extra arguments, so `nnUNetv2_flare_demo` passes its budget this way). After every epoch the number of
+epochs is re-planned from the measured epoch time, and the cosine schedule's length with it, so the learning rate
+anneals to (nearly) zero when the time is up rather than being cut off high. Under DDP rank 0 decides and the other
+workers follow. Environment overrides, all optional:
+
+    nnUNetFlare_demo_deadline     Unix time by which training must end
+    nnUNetFlare_demo_max_epochs   upper bound on the number of epochs
+    nnUNetFlare_demo_iterations   training iterations per epoch
+    nnUNetFlare_demo_batch_size   batch size, at most the plans' value
+    nnUNetFlare_demo_lr           AdamW learning rate
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import distributed as dist
+
+DEADLINE_ENV = "nnUNetFlare_demo_deadline"
+MAX_EPOCHS_ENV = "nnUNetFlare_demo_max_epochs"
+ITERATIONS_ENV = "nnUNetFlare_demo_iterations"
+BATCH_SIZE_ENV = "nnUNetFlare_demo_batch_size"
+LR_ENV = "nnUNetFlare_demo_lr"
+# what saving the final checkpoint and shutting down the data loaders takes, kept free before the deadline
+END_RESERVE_S = 5.0
+
+
+def _env_number(name: str, default: float | None, cast: type = int) -> float | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return cast(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not a {cast.__name__}") from None
+
+
+def epochs_that_fit(epochs_done: int, seconds_per_epoch: float, seconds_left: float, max_epochs: int) -> int:
+    """Total number of epochs when `epochs_done` are done and each further one takes `seconds_per_epoch`."""
+    more = int(max(0.0, seconds_left) // max(seconds_per_epoch, 1e-6))
+    return max(epochs_done, min(max_epochs, epochs_done + more))
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
+class TimeBoxedTraining:
+    """Mixin for the FLARE trainers (put it first in the bases). Class attributes give the defaults; the
+    environment variables above override them."""
+
+    time_budget_s: float | None = None  # None: only an environment deadline applies
+    time_box_iterations: int = 10
+    time_box_batch_size: int = 2
+    time_box_max_epochs: int = 150
+    time_box_lr: float | None = None  # None: the trainer's own learning rate
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.time_box_deadline: float | None = _env_number(DEADLINE_ENV, None, float)
+        self.time_box_max_epochs = int(_env_number(MAX_EPOCHS_ENV, self.time_box_max_epochs))
+        self.num_epochs = self.time_box_max_epochs
+        self.num_iterations_per_epoch = int(_env_number(ITERATIONS_ENV, self.time_box_iterations))
+        self.num_val_iterations_per_epoch = 1
+        lr = _env_number(LR_ENV, self.time_box_lr, float)
+        if lr:
+            self.initial_lr = float(lr)
+        # through the configuration, as nnU-Net's DDP batch split reads it
+        configuration_dict = self.configuration_manager.configuration
+        configuration_dict["batch_size"] = min(int(_env_number(BATCH_SIZE_ENV, self.time_box_batch_size)),
+                                               configuration_dict["batch_size"])
+        self._time_box_first_epoch_start: float | None = None
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.time_box_deadline is None and self.time_budget_s is not None:
+            self.time_box_deadline = time.time() + self.time_budget_s
+        self.print_to_log_file(f"time box: up to {self.num_epochs} epochs of {self.num_iterations_per_epoch} "
+                               f"iterations, lr {self.initial_lr:g}"
+                               + (f", ending by {time.ctime(self.time_box_deadline)}" if self.time_box_deadline
+                                  else ""), also_print_to_console=True)
+
+    def on_epoch_start(self) -> None:
+        if self._time_box_first_epoch_start is None:
+            self._time_box_first_epoch_start = time.time()
+        super().on_epoch_start()
+
+    def plan_remaining_epochs(self) -> int:
+        """Re-plan the total number of epochs (and the schedule's length) from the epochs done so far."""
+        # the first epoch carries the data loaders' warm-up; averaging over all epochs dilutes it as they add up
+        per_epoch = (time.time() - self._time_box_first_epoch_start) / max(self.current_epoch, 1)
+        left = self.time_box_deadline - END_RESERVE_S - time.time()
+        planned = epochs_that_fit(self.current_epoch, per_epoch, left, self.time_box_max_epochs)
+        if getattr(self, "is_ddp", False) and dist.is_initialized():
+            decided = torch.tensor([planned], device=self.device)
+            dist.broadcast(decided, src=0)
+            planned = int(decided.item())
+        self.num_epochs = planned
+        self.lr_scheduler.max_steps = planned
+        self.print_to_log_file(f"time box: {self.current_epoch} epochs done, {per_epoch:.1f} s each, "
+                               f"{max(left, 0):.0f} s left -> {planned} epochs in total")
+        return planned
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()  # increments current_epoch
+        if self.time_box_deadline is not None:
+            self.plan_remaining_epochs()
+        if self.current_epoch >= self.num_epochs:
+            raise _BudgetSpent
+
+    def run_training(self) -> None:
+        # nnU-Net's loop iterates over a range fixed at its start; leaving it early is how a shorter plan ends it
+        try:
+            super().run_training()
+        except _BudgetSpent:
+            self.on_train_end()

@@ -1,0 +1,85 @@
+"""Accuracy of the speed levers on labelled cases: runtimes (torch / openvino) and tile overlap, with trained models.
+
+    python tools/compare_backends.py --demo flare_demo                 # the models and test phantoms of a demo run
+    python tools/compare_backends.py -m1 LOCATOR -m2 ORGANS -i IMAGES -r LABELS [--overlaps 0 0.5]
+
+Each setting predicts every case (`FlareCascadePredictor`, the command's code path) and is scored with FLARE's DSC
+(nnunetv2_flare.evaluation); its labels are compared voxel by voxel with the first setting's (eager PyTorch, the
+fewest tiles): the share of foreground voxels (label > 0 in either) that agree. Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2_flare.atomic_io import write_image_atomic
+from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
+from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference.image_io import list_cases
+
+
+def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
+    from nnunetv2_flare.demo import DEMO_CONFIGURATION, LOCATOR_CONFIGURATION, LOCATOR_TRAINER, ORGAN_TRAINER, PLANS
+    results = next((demo / "nnUNet_results").glob("Dataset*"))
+    raw = demo / "nnUNet_raw" / results.name
+    return (results / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}",
+            results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", raw / "imagesTs", raw / "labelsTs")
+
+
+def agreement(a: Path, b: Path) -> tuple[int, int]:
+    la, lb = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b))
+    foreground = (la > 0) | (lb > 0)
+    return int((la[foreground] == lb[foreground]).sum()), int(foreground.sum())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--demo", type=Path, help="output folder of nnUNetv2_flare_demo")
+    p.add_argument("-m1", type=Path)
+    p.add_argument("-m2", type=Path)
+    p.add_argument("-i", type=Path, help="images")
+    p.add_argument("-r", type=Path, help="reference labels")
+    p.add_argument("--backends", nargs="+", default=["torch", "openvino"])
+    p.add_argument("--overlaps", type=float, nargs="+", default=[0.0], help="tile_min_overlap values")
+    args = p.parse_args()
+    m1, m2, images, refs = demo_folders(args.demo) if args.demo else (args.m1, args.m2, args.i, args.r)
+    cases = list_cases([images])
+    rows, first = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends:
+            for overlap in args.overlaps:
+                name = f"{backend}, overlap {overlap:g}"
+                out = Path(tmp) / f"{backend}_{overlap:g}"
+                out.mkdir()
+                predictor = FlareCascadePredictor(m1, m2, backend=backend, tile_min_overlap=overlap, progress=False)
+                seconds, tiles = 0.0, 0
+                for case in cases:
+                    t = time.perf_counter()
+                    result = predictor.run(case.path)
+                    seconds += time.perf_counter() - t
+                    tiles += result.n_patches
+                    write_image_atomic(result.labels, case.output_path(out))
+                summary = evaluate_folders(refs, out, progress=False)
+                row = {"setting": name, "tiles": tiles, "seconds": seconds, "dsc": summary["mean_DSC"],
+                       "nsd": summary["mean_NSD"]}
+                if first is None:
+                    first = out
+                else:
+                    same, total = np.sum([agreement(first / f.name, out / f.name)
+                                          for f in sorted(first.iterdir())], axis=0)
+                    row["agreement"] = same / max(total, 1)
+                rows.append(row)
+        print(f"\n{len(cases)} cases; agreement: foreground voxels equal to '{rows[0]['setting']}'\n")
+        print("| setting | tiles | seconds | mean DSC | mean NSD | agreement |\n|---|---|---|---|---|---|")
+        for r in rows:
+            agree = f"{100 * r['agreement']:.2f} %" if "agreement" in r else "-"
+            print(f"| {r['setting']} | {r['tiles']} | {r['seconds']:.1f} | {r['dsc']:.4f} | {r['nsd']:.4f} | {agree} |")
+
+
+if __name__ == "__main__":
+    main()
