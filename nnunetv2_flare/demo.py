@@ -55,7 +55,7 @@ class DemoSettings:
     batch_size: int = 2
     iterations_per_epoch: int = 25
     locator_share: float = 0.25           # fraction of the training time for Phase 1 (the easier task)
-    predict_seconds_per_case: float = 35.0  # time kept free after training for prediction (and evaluation)
+    predict_seconds_per_case: float = 12.0  # time kept free after training for prediction (and evaluation)
     max_epochs: int = 1000
     num_processes: int = 2
 
