@@ -201,7 +201,8 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     shown = {k: v for k, v in demo_cfg.items() if k != "architecture"}
     print(f"   added configuration {DEMO_CONFIGURATION} to {plans_file}: {shown} -- the flare_organs_narrow "
           f"network (24/48/96/192 channels, no stochastic depth) at {settings.organ_spacing} mm with "
-          f"{settings.organ_patch_size} patches, NOT the paper's flare_organs (60/120/240/480 channels, 96^3 at 2 x 1.5 x 1.5 mm)", flush=True)
+          f"{settings.organ_patch_size} patches, NOT the paper's flare_organs (60/120/240/480 channels, 96^3 at "
+          f"2 x 1.5 x 1.5 mm)", flush=True)
     run("2b_preprocess", plan + ["-c", LOCATOR_CONFIGURATION, DEMO_CONFIGURATION])
 
     # the time left after the stages so far, minus prediction and evaluation, goes to training

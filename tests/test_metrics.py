@@ -161,3 +161,11 @@ def test_folders_and_command_line(tmp_path, capsys):
     _write(case, pred_dir / "b.nii.gz", spacing=(1.0, 1.0, 1.0))
     with pytest.raises(SystemExit, match="spacing"):
         evaluate_main(["-ref", str(ref_dir), "-pred", str(pred_dir)])
+
+
+def test_foreground_agreement_counts_the_union_of_foregrounds() -> None:
+    from nnunetv2_flare.evaluation.metrics import foreground_agreement
+    a = np.array([0, 0, 1, 2, 3, 3])
+    b = np.array([0, 1, 1, 2, 0, 4])
+    assert foreground_agreement(a, b) == (2, 5)  # voxels 1..5 are foreground in either; 2 and 3 agree
+    assert foreground_agreement(np.zeros(4), np.zeros(4)) == (0, 0)

@@ -1,7 +1,7 @@
 """Benchmark the two-phase cascade against nnU-Net's default 3d_fullres predictor on the CPU.
 
 Each case runs in its own process: the wall time is the whole command (start, imports, model set-up, read,
-both phases, write) and the peak memory is that process's ru_maxrss. Stage times come from the predictor's report.
+both phases, write) and the peak memory is that process's VmHWM. Stage times come from the predictor's report.
 
     python tools/benchmark_cascade.py                         # 512 x 512 x N for N in 55..597 + real CTs;
                                                               # nnU-Net on the smallest size only
@@ -193,15 +193,16 @@ def patch_latency(m2: Path, backends: list[str], threads: int, repeats: int = 5)
 
 def label_agreement(a: Path, b: Path) -> float:
     import SimpleITK as sitk
-    la, lb = (sitk.GetArrayViewFromImage(sitk.ReadImage(str(p))) for p in (a, b))
-    foreground = (la > 0) | (lb > 0)
-    return float((la[foreground] == lb[foreground]).mean()) if foreground.any() else 1.0
+    from nnunetv2_flare.evaluation.metrics import foreground_agreement
+    same, total = foreground_agreement(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b)))
+    return same / total if total else 1.0
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GB) of the command's process (from wait4) and its output; its CPU seconds (user +
-    system) go to `timed.cpu_s` (a busy shared machine inflates wall time, CPU time much less)."""
+def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None
+          ) -> tuple[float, float, float, str]:
+    """Wall seconds, peak RSS (GB, from wait4), CPU seconds (user + system: a busy shared machine inflates wall time,
+    CPU time much less) of the command's process, and its output."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     out_lines = []
@@ -211,14 +212,15 @@ def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    timed.cpu_s = usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]}... failed ({proc.returncode}):\n{''.join(out_lines[-30:])}")
-    return wall, usage.ru_maxrss / 1024 ** 2, "".join(out_lines)
+    return wall, usage.ru_maxrss / 1024 ** 2, usage.ru_utime + usage.ru_stime, "".join(out_lines)
 
 
-def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, threads: int) -> tuple[float, float]:
-    """nnUNetv2_predict --disable_tta on one file; peak memory over all its processes (children included)."""
+def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, threads: int
+                   ) -> tuple[float, float, float]:
+    """nnUNetv2_predict --disable_tta on one file: wall seconds, peak memory over all its processes (GB), CPU
+    seconds."""
     inp, out = work / "nnunet_in", work / "nnunet_out"
     for d in (inp, out):
         d.mkdir(parents=True, exist_ok=True)
@@ -234,10 +236,9 @@ def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, th
             "sys.exit(r)")
     cmd = [sys.executable, "-c", code, "nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", dataset,
            "-c", "3d_fullres", "-f", "all", "--disable_tta", "-device", "cpu", "-npp", "1", "-nps", "1"]
-    _, _, text = timed(cmd, env)
+    _, _, _, text = timed(cmd, env)
     line = [l for l in text.splitlines() if l.startswith("WALL")][-1].split()
-    nnunet_predict.cpu_s = float(line[5])
-    return float(line[1]), float(line[3]) / 1024 ** 2
+    return float(line[1]), float(line[3]) / 1024 ** 2, float(line[5])
 
 
 def main() -> None:
@@ -286,7 +287,8 @@ def main() -> None:
     smallest = min(args.sizes) if args.sizes else None
 
     patches = patch_latency(m2, backends, args.threads)
-    print("\n| organ network, one 96^3 patch | first pass s | median s | speed-up vs torch eager fp32 |\n|---|---|---|---|")
+    print("\n| organ network, one 96^3 patch | first pass s | median s | speed-up vs torch eager fp32 |\n"
+          "|---|---|---|---|")
     for r in patches:
         print(f"| {r['backend']} | {r['first_s']} | {r['median_s']} | {r['speedup_vs_torch']}x |")
     print(flush=True)
@@ -296,13 +298,13 @@ def main() -> None:
     for (label, path), backend in [(i, b) for i in inputs for b in backends]:
         out = work / "outputs" / backend / f"{label}.nii.gz"
         out.parent.mkdir(parents=True, exist_ok=True)
-        wall, rss, text = timed([sys.executable, __file__, "--threads", str(args.threads), "--box_mm",
+        _, rss, cpu, text = timed([sys.executable, __file__, "--threads", str(args.threads), "--box_mm",
                                  *map(str, args.box_mm), "--backend", backend, "--warm", str(args.warm),
                                  "--launched", repr(time.time()),
                                  "--_case", str(m1), str(m2), str(path), str(out)])
         report = json.loads([l for l in text.splitlines() if l.startswith("RESULT ")][-1][7:])
         # with --warm the process also ran the warm repeats: its CPU time is then not one case's
-        case_cpu = timed.cpu_s if args.warm == 0 else None
+        case_cpu = cpu if args.warm == 0 else None
         row = {"case": label, "backend": backend, "wall_s": report["cold_s"],
                "cpu_s": round(case_cpu, 1) if case_cpu else "-", **report}
         row["peak_gb"] = report["peak_gb"] or round(rss, 2)
@@ -312,8 +314,7 @@ def main() -> None:
             args.nnunet == "all" or label == f"512x512x{smallest}")
         if run_nnunet:
             print(f"running nnUNetv2_predict on {label} (slow) ...", flush=True)
-            nn_wall, nn_rss = nnunet_predict(path, work, nnunet_dataset, results, args.threads)
-            nnunet_by_case[label] = (nn_wall, nn_rss, nnunet_predict.cpu_s)
+            nnunet_by_case[label] = nnunet_predict(path, work, nnunet_dataset, results, args.threads)
         if label in nnunet_by_case:  # every backend's row is compared with the same nnU-Net run
             nn_wall, nn_rss, nn_cpu = nnunet_by_case[label]
             row.update(nnunet_wall_s=round(nn_wall, 1), nnunet_peak_gb=round(nn_rss, 2), nnunet_cpu_s=round(nn_cpu, 1),

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from nnunetv2_flare.atomic_io import write_image_atomic
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
+from nnunetv2_flare.evaluation.metrics import foreground_agreement
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.image_io import list_cases
 
@@ -32,9 +33,7 @@ def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
 
 
 def agreement(a: Path, b: Path) -> tuple[int, int]:
-    la, lb = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b))
-    foreground = (la > 0) | (lb > 0)
-    return int((la[foreground] == lb[foreground]).sum()), int(foreground.sum())
+    return foreground_agreement(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b)))
 
 
 def main() -> None:

@@ -33,6 +33,13 @@ def dice(ref: np.ndarray, pred: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(ref, pred).sum()) / denominator
 
 
+def foreground_agreement(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(voxels with equal labels, voxels labelled in either) over the foreground of two label maps: how far two
+    predictions of the same image agree, without a reference."""
+    foreground = (a > 0) | (b > 0)
+    return int((a[foreground] == b[foreground]).sum()), int(foreground.sum())
+
+
 def surface_voxels(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=_SIX_NEIGHBOURS, border_value=0)
 

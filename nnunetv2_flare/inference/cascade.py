@@ -335,6 +335,7 @@ class FlareCascadePredictor:
         return {"locator": self.locator.source, "organs": self.organs.source, "organ_backend": self.backend,
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
-                "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm, "orientation": self.orientation or "as read",
+                "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
+                "orientation": self.orientation or "as read",
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
                 "threads": torch.get_num_threads()}

@@ -48,6 +48,12 @@ class CTNormalization:
         return x.clamp_(self.lower, self.upper).sub_(self.mean).div_(max(self.std, 1e-8))
 
 
+def tensor_axes(transpose_forward: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Permutations of a (B, C, *spatial) tensor into the network's axis order and back (plans' transpose_forward)."""
+    backward = sorted(range(len(transpose_forward)), key=lambda i: transpose_forward[i])
+    return (0, 1) + tuple(int(a) + 2 for a in transpose_forward), (0, 1) + tuple(a + 2 for a in backward)
+
+
 class NetworkModel:
     """An nn.Module as a phase model: applies the plans' transpose_forward around the network."""
 
@@ -55,9 +61,7 @@ class NetworkModel:
                  device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
-        self.forward_axes = (0, 1) + tuple(int(a) + 2 for a in transpose_forward)
-        backward = sorted(range(len(transpose_forward)), key=lambda i: transpose_forward[i])
-        self.backward_axes = (0, 1) + tuple(a + 2 for a in backward)
+        self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, grid: VoxelGrid | None = None) -> torch.Tensor:
@@ -140,6 +144,24 @@ def build_network(architecture: dict, num_classes: int) -> nn.Module:
                                   deep_supervision=False)
 
 
+def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str:
+    """From the folder name (<Trainer>__<Plans>__<configuration>: free), else from the checkpoint (a renamed
+    folder: costs a checkpoint load)."""
+    try:
+        name = configuration_of_folder(folder)
+    except ValueError as folder_error:
+        name, error = None, folder_error
+    if name in plans.get("configurations", {}):
+        return name
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    from_checkpoint = checkpoint.get("init_args", {}).get("configuration")
+    if from_checkpoint:
+        return from_checkpoint
+    if name is None:
+        raise error
+    return name
+
+
 def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpoint_name: str = CHECKPOINT,
                device: str | torch.device = "cpu", configuration: str | None = None, backend: str = "torch",
                threads: int | None = None) -> Phase:
@@ -152,18 +174,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpo
                                     f"(plans.json, dataset.json, {fold_folder_name(fold)}/{checkpoint_name}). "
                                     f"Check -f / -chk, or train that fold first.")
     plans = json.loads((folder / "plans.json").read_text())
-    if configuration is None:
-        # the folder name (<Trainer>__<Plans>__<configuration>) costs nothing; a renamed folder: the checkpoint's
-        try:
-            configuration = configuration_of_folder(folder)
-        except ValueError:
-            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-            configuration = checkpoint.get("init_args", {}).get("configuration")
-            if not configuration:
-                raise
-        if configuration not in plans.get("configurations", {}):
-            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-            configuration = checkpoint.get("init_args", {}).get("configuration") or configuration
+    configuration = configuration or _configuration_name(folder, plans, checkpoint_file)
     config = resolve_configuration(plans, configuration)
     scheme = config["normalization_schemes"][0]
     if scheme != "CTNormalization":

@@ -1,7 +1,7 @@
 """The organ network on OpenVINO (optional extra: `pip install "nnunetv2-flare[openvino]"`).
 
 On a 2-core AMD EPYC (AVX2) the channels-first inference graph (networks/inference_graph.py) compiled by OpenVINO
-runs a 96^3 patch about twice as fast as eager PyTorch (tools/benchmark_cascade.py --backends). Converting the
+runs a 96^3 patch 1.8-1.9x as fast as eager PyTorch (tools/benchmark_cascade.py --backends). Converting the
 network takes ~25 s, so the converted model (OpenVINO IR) is cached: next to the checkpoint
 (`fold_X/openvino/`) when that folder is writable, else in $NNUNETV2_FLARE_CACHE or ~/.cache/nnunetv2_flare. The
 cache key is the checkpoint's content hash, the patch size, the graph version and the OpenVINO version, so a new
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.model_loading import tensor_axes
 
 BACKENDS = ("auto", "torch", "openvino")
 GRAPH_VERSION = 1  # bump when networks/inference_graph.py changes what it computes or how it is laid out
@@ -83,12 +84,7 @@ def convert(network: nn.Module, input_shape: Sequence[int]):
         return ov.convert_model(graph, example_input=torch.zeros(tuple(input_shape)))
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, input_shape: Sequence[int],
-                      announce=None) -> Path:
+def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, input_shape: Sequence[int]) -> Path:
     """The IR file of this checkpoint and shape, converting and caching it on first use. `network` builds the loaded
     network; it is called only on a cache miss (a hit skips building and loading it)."""
     import openvino as ov
@@ -103,7 +99,8 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
     if folder is None:
         raise RuntimeError(f"no writable folder for the OpenVINO model cache (tried {', '.join(map(str, folders))}); "
                            f"set NNUNETV2_FLARE_CACHE or use --backend torch")
-    (announce or _stderr)(f"nnUNetv2_flare: converting the organ network to OpenVINO (once per checkpoint, ~30 s) -> {folder}")
+    print(f"nnUNetv2_flare: converting the organ network to OpenVINO (once per checkpoint, ~30 s) -> {folder}",
+          file=sys.stderr, flush=True)
     model = convert(network(), input_shape)
     tmp = folder / f".{key}.{os.getpid()}.tmp.xml"
     try:
@@ -131,9 +128,7 @@ class OpenVINOModel:
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.forward_axes = (0, 1) + tuple(int(a) + 2 for a in transpose_forward)
-        backward = sorted(range(len(transpose_forward)), key=lambda i: transpose_forward[i])
-        self.backward_axes = (0, 1) + tuple(a + 2 for a in backward)
+        self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
 
     def __call__(self, x: torch.Tensor, grid: VoxelGrid | None = None) -> torch.Tensor:
         x = x.permute(self.forward_axes)
@@ -144,8 +139,9 @@ class OpenVINOModel:
         return torch.from_numpy(np.asarray(out)).permute(self.backward_axes)
 
 
-def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path, patch_size_network_order: Sequence[int],
-                         transpose_forward: Sequence[int], threads: int | None = None) -> OpenVINOModel:
+def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path,
+                         patch_size_network_order: Sequence[int], transpose_forward: Sequence[int],
+                         threads: int | None = None) -> OpenVINOModel:
     input_shape = (1, 1, *[int(p) for p in patch_size_network_order])
     path = cached_model_path(network, checkpoint_file, input_shape)
     compile_cache = path.parent / "compiled"

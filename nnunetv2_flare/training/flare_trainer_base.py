@@ -4,6 +4,8 @@ nnU-Net's defaults. Deep supervision stays on: the networks' small heads then al
 requires (nnU-Net gives the coarsest head a tiny weight for that reason)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -41,3 +43,16 @@ class nnUNetTrainerFlareBase(nnUNetTrainer):
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, CosineAnnealingScheduler]:
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, CosineAnnealingScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+
+def shorten(trainer: nnUNetTrainerFlareBase, num_epochs: int, iterations_per_epoch: int, val_iterations: int,
+            batch_size: int, patch_size: Sequence[int] | None = None) -> None:
+    """Change the run length on the trainer's own copy of its configuration (the plans saved with the results keep
+    the real values). The batch size goes through the configuration so that nnU-Net's DDP split still applies."""
+    trainer.num_epochs = num_epochs
+    trainer.num_iterations_per_epoch = iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = val_iterations
+    configuration = trainer.configuration_manager.configuration
+    configuration["batch_size"] = min(batch_size, configuration["batch_size"])
+    if patch_size is not None:
+        configuration["patch_size"] = [int(p) for p in patch_size]

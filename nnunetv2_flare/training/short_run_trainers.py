@@ -9,27 +9,12 @@ loss, optimizer and schedule shape; fewer and smaller steps.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from nnunetv2_flare.training.flare_trainer_base import nnUNetTrainerFlareBase
+from nnunetv2_flare.training.flare_trainer_base import shorten
 from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
 from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
 from nnunetv2_flare.training.time_boxed import TimeBoxedTraining
-
-
-def shorten(trainer: nnUNetTrainerFlareBase, num_epochs: int, iterations_per_epoch: int, val_iterations: int,
-            batch_size: int, patch_size: Sequence[int] | None = None) -> None:
-    """Change the run length on the trainer's own copy of its configuration (the plans saved with the results keep
-    the real values). The batch size goes through the configuration so that nnU-Net's DDP split still applies."""
-    trainer.num_epochs = num_epochs
-    trainer.num_iterations_per_epoch = iterations_per_epoch
-    trainer.num_val_iterations_per_epoch = val_iterations
-    configuration = trainer.configuration_manager.configuration
-    configuration["batch_size"] = min(batch_size, configuration["batch_size"])
-    if patch_size is not None:
-        configuration["patch_size"] = [int(p) for p in patch_size]
 
 
 class _NoTestTimeMirroring:

@@ -21,6 +21,8 @@ import time
 import torch
 from torch import distributed as dist
 
+from nnunetv2_flare.training.flare_trainer_base import shorten
+
 DEADLINE_ENV = "nnUNetFlare_demo_deadline"
 MAX_EPOCHS_ENV = "nnUNetFlare_demo_max_epochs"
 ITERATIONS_ENV = "nnUNetFlare_demo_iterations"
@@ -65,16 +67,12 @@ class TimeBoxedTraining:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.time_box_deadline: float | None = _env_number(DEADLINE_ENV, None, float)
         self.time_box_max_epochs = int(_env_number(MAX_EPOCHS_ENV, self.time_box_max_epochs))
-        self.num_epochs = self.time_box_max_epochs
-        self.num_iterations_per_epoch = int(_env_number(ITERATIONS_ENV, self.time_box_iterations))
-        self.num_val_iterations_per_epoch = 1
+        shorten(self, num_epochs=self.time_box_max_epochs,
+                iterations_per_epoch=int(_env_number(ITERATIONS_ENV, self.time_box_iterations)), val_iterations=1,
+                batch_size=int(_env_number(BATCH_SIZE_ENV, self.time_box_batch_size)))
         lr = _env_number(LR_ENV, self.time_box_lr, float)
         if lr:
             self.initial_lr = float(lr)
-        # through the configuration, as nnU-Net's DDP batch split reads it
-        configuration_dict = self.configuration_manager.configuration
-        configuration_dict["batch_size"] = min(int(_env_number(BATCH_SIZE_ENV, self.time_box_batch_size)),
-                                               configuration_dict["batch_size"])
         self._time_box_first_epoch_start: float | None = None
 
     def on_train_start(self) -> None:
