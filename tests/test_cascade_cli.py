@@ -135,6 +135,9 @@ def test_clear_errors(results, cases, tmp_path, monkeypatch, capsys):
     assert "fold_3" in capsys.readouterr().err
     assert main(["-i", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "o"), *model_args(results)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["-i", str(cases), "-o", str(tmp_path / "o"), *model_args(results), "--backend", "torch",
+                 "--precision", "bf16"]) == 2
+    assert "bf16 runs on the openvino backend only" in capsys.readouterr().err
 
 
 def test_predictor_reusable_and_matches_cli_output(results, cases, tmp_path):

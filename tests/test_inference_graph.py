@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
-from nnunetv2_flare.networks.inference_graph import (build_inference_graph, fold_batchnorm,
+from nnunetv2_flare.networks.inference_graph import (build_inference_graph, fold_batchnorm, grouped_as_dense,
+                                                     grouped_as_depthwise_and_sum, interleaved_grouped_as_dense,
                                                      merge_transpose_and_classifier)
 
 NARROW = dict(features_per_stage=(12, 24, 48, 96), head_dim=12)
@@ -41,6 +42,36 @@ def test_merged_transpose_and_classifier_equals_both() -> None:
     x = torch.randn(1, 6, 4, 4, 4)
     torch.testing.assert_close(merge_transpose_and_classifier(up, classifier)(x), classifier(up(x)),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, groups", [(6, 12, 6), (12, 6, 6), (12, 12, 4)])
+def test_grouped_1x1_conv_as_dense(in_channels, out_channels, groups) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(in_channels, out_channels, 1, groups=groups)
+    x = torch.randn(1, in_channels, 3, 4, 5)
+    dense = grouped_as_dense(conv)
+    assert dense.groups == 1
+    torch.testing.assert_close(dense(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_interleaved_grouped_conv_as_dense_on_concatenated_scales() -> None:
+    torch.manual_seed(0)
+    scales, n = 3, 4
+    conv = nn.Conv3d(scales * n, 2 * scales * n, 1, groups=n)
+    per_scale = [torch.randn(1, n, 3, 3, 3) for _ in range(scales)]
+    interleaved = torch.stack(per_scale, dim=2).flatten(1, 2)  # what the training SAM feeds its grouped conv
+    torch.testing.assert_close(interleaved_grouped_as_dense(conv, scales)(torch.cat(per_scale, dim=1)),
+                               conv(interleaved), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, padding", [((3, 1, 1), (1, 0, 0)), ((1, 3, 3), (0, 1, 1))])
+def test_grouped_conv_as_depthwise_and_sum(kernel, padding) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(12, 6, kernel, padding=padding, groups=6)  # the LACB's slice conv: pairs -> one channel
+    x = torch.randn(1, 12, 5, 6, 7)
+    split = grouped_as_depthwise_and_sum(conv)
+    assert split[0].groups == 12 and split[1].kernel_size == (1, 1, 1)
+    torch.testing.assert_close(split(x), conv(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 32), (16, 48, 32)])

@@ -12,7 +12,7 @@ from nnunetv2_flare.evaluation.metrics import foreground_agreement
 from nnunetv2_flare.inference import openvino_backend
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.model_loading import load_phase
-from nnunetv2_flare.inference.openvino_backend import OpenVINOModel, resolve_backend
+from nnunetv2_flare.inference.openvino_backend import OpenVINOModel, check_precision, resolve_backend
 from nnunetv2_flare.inference.random_models import write_random_cascade
 from nnunetv2_flare.phantoms import make_phantom
 
@@ -100,6 +100,7 @@ def test_cascade_with_openvino_agrees_with_torch(models, tmp_path) -> None:
     for backend in ("torch", "openvino"):
         predictor = FlareCascadePredictor(locator, organs, backend=backend, progress=False)
         assert predictor.settings()["organ_backend"] == backend
+        assert predictor.settings()["organ_precision"] == "fp32"
         runs[backend] = predictor.run(image)
     a = runs["torch"].labels
     b = runs["openvino"].labels
@@ -107,3 +108,24 @@ def test_cascade_with_openvino_agrees_with_torch(models, tmp_path) -> None:
     assert la.shape == lb.shape and a.GetSpacing() == b.GetSpacing()
     same, total = foreground_agreement(la, lb)
     assert total > 0 and same / total >= 0.99, (same, total)
+
+
+def test_precision_bf16_only_where_native(monkeypatch) -> None:
+    assert check_precision("fp32", "torch") == check_precision("fp32", "openvino") == "fp32"
+    with pytest.raises(ValueError, match="openvino backend only"):
+        check_precision("bf16", "torch")
+    with pytest.raises(ValueError, match="unknown precision"):
+        check_precision("fp16", "openvino")
+    monkeypatch.setattr(openvino_backend, "native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no native bf16"):  # OpenVINO would silently compute in fp32
+        check_precision("bf16", "openvino")
+    monkeypatch.setattr(openvino_backend, "native_bf16", lambda: True)
+    assert check_precision("bf16", "openvino") == "bf16"
+
+
+def test_the_model_reports_the_precision_openvino_computes_in(models) -> None:
+    _, organs = models
+    phase = load_phase(organs, backend="openvino", precision="fp32")
+    assert phase.model.precision == "fp32"
+    if openvino_backend.native_bf16():  # measurable only on a CPU with AVX512_BF16 / AMX
+        assert load_phase(organs, backend="openvino", precision="bf16").model.precision == "bf16"

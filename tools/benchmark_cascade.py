@@ -9,11 +9,13 @@ both phases, write) and the peak memory is that process's VmHWM. Stage times com
     python tools/benchmark_cascade.py --sizes 200 --nnunet none --no_real
     python tools/benchmark_cascade.py --sizes 218 --no_real --nnunet none --backends torch openvino --warm 3
 
-Backends (--backends, default: torch and, if installed, openvino): every case runs once per backend, each in a fresh
-process (cold: start to written file, the FLARE protocol); --warm N adds the median of N more runs of the same case
-in that process (warm per-case latency). OpenVINO's one-off conversion is done before the timed runs and reported on
-its own. Agreement: the share of foreground voxels (either label > 0) where a backend's labels equal torch's.
-A patch table times the organ network alone on one 96^3 patch per backend (median of 5 after a warm-up pass).
+Runtimes (--backends, default: torch, openvino if installed, openvino-bf16 if the CPU has native bf16; torch is eager
+fp32, the baseline): every case runs once per runtime, each in a fresh process (cold: start to written file, the
+FLARE protocol); --warm N adds the median of N more runs of the same case in that process (warm per-case latency).
+OpenVINO's one-off conversion is done before the timed runs and reported on its own. Agreement: the share of
+foreground voxels (either label > 0) where a runtime's labels equal torch's.
+A patch table times the organ network alone on one 96^3 patch per runtime: the first pass, then --patch_repeats
+rounds in which the runtimes take turns; the speed-up is the median of the per-round ratios.
 
 Random weights make the locator's box random, so the benchmark runs the locator (for its time) and then crops a
 fixed, realistic box (--box_mm, x y z, default 330 x 240 x 260 mm, centred; clipped to the volume).
@@ -133,7 +135,9 @@ def run_case(args) -> None:
     t0 = time.perf_counter()
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.atomic_io import write_image_atomic
-    predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=args.backend)
+    backend, precision = runtime(args.backend)
+    predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=backend,
+                                      precision=precision)
     predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm, predictor.margin_mm)
     setup = time.perf_counter() - t0
     result = predictor.run(args.input)
@@ -167,28 +171,37 @@ def peak_rss_gb() -> float | None:
     return None
 
 
-def patch_latency(m2: Path, backends: list[str], threads: int, repeats: int = 5) -> list[dict]:
-    """The organ network alone on one patch, per backend, in this process."""
+def runtime(setting: str) -> tuple[str, str]:
+    """'torch', 'openvino' or 'openvino-bf16' -> (backend, precision)."""
+    backend, _, precision = setting.partition("-")
+    return backend, precision or "fp32"
+
+
+def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7) -> list[dict]:
+    """The organ network alone on one patch, per runtime, in this process. After one first pass each, the runtimes
+    take turns (`repeats` rounds, the order rotating every round) so that a noisy shared host slows them alike; the
+    speed-up is the median over rounds of torch's time over the runtime's time in the same round."""
     import torch
     from nnunetv2_flare.inference.cascade import set_threads
     from nnunetv2_flare.inference.model_loading import load_phase
     set_threads(threads)
-    rows = []
-    for backend in backends:
-        phase = load_phase(m2, backend=backend, threads=threads)
+    models, first = {}, {}
+    for setting in settings:
+        backend, precision = runtime(setting)
+        phase = load_phase(m2, backend=backend, threads=threads, precision=precision)
         x = torch.randn(1, 1, *phase.patch_size)
         t = time.perf_counter()
         phase.model(x, None)
-        first = time.perf_counter() - t
-        times = []
-        for _ in range(repeats):
+        models[setting], first[setting] = phase.model, time.perf_counter() - t
+    times: dict[str, list[float]] = {s: [] for s in settings}
+    for r in range(repeats):
+        for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
             t = time.perf_counter()
-            phase.model(x, None)
-            times.append(time.perf_counter() - t)
-        rows.append({"backend": backend, "first_s": round(first, 3), "median_s": round(sorted(times)[repeats // 2], 3)})
-    for row in rows:
-        row["speedup_vs_torch"] = round(rows[0]["median_s"] / row["median_s"], 2)
-    return rows
+            models[setting](x, None)
+            times[setting].append(time.perf_counter() - t)
+    return [{"backend": s, "first_s": round(first[s], 3), "median_s": round(float(np.median(times[s])), 3),
+             "speedup_vs_torch": round(float(np.median(np.array(times[settings[0]]) / np.array(times[s]))), 2)}
+            for s in settings]
 
 
 def label_agreement(a: Path, b: Path) -> float:
@@ -250,8 +263,10 @@ def main() -> None:
     p.add_argument("--box_mm", type=float, nargs=3, default=[330.0, 240.0, 260.0], help="crop box x y z (mm)")
     p.add_argument("--work", type=Path, default=Path("/tmp/flare_cascade_benchmark"))
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
-    p.add_argument("--backends", nargs="+", choices=["torch", "openvino"], default=None,
-                   help="organ-network runtimes to time (default: torch, and openvino when installed)")
+    p.add_argument("--backends", nargs="+", choices=["torch", "openvino", "openvino-bf16"], default=None,
+                   help="organ-network runtimes to time (default: torch, openvino when installed, openvino-bf16 "
+                        "when the CPU has native bf16); torch first: the others are compared with it")
+    p.add_argument("--patch_repeats", type=int, default=7, help="rounds of the patch latency table")
     p.add_argument("--warm", type=int, default=0, help="also time N more runs per case in the same process")
     p.add_argument("--_case", nargs=4, metavar=("M1", "M2", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
@@ -263,13 +278,17 @@ def main() -> None:
         return
 
     import torch
-    from nnunetv2_flare.inference.openvino_backend import openvino_available
+    from nnunetv2_flare.inference.openvino_backend import native_bf16, openvino_available
     from nnunetv2_flare.inference.random_models import write_random_cascade
-    backends = args.backends or (["torch", "openvino"] if openvino_available() else ["torch"])
+    backends = args.backends or (["torch"] + (["openvino"] if openvino_available() else [])
+                                 + (["openvino-bf16"] if openvino_available() and native_bf16() else []))
+    if "openvino-bf16" in backends and not native_bf16():
+        print("openvino-bf16 left out: this CPU has no native bf16 (AVX512_BF16 / AMX)", flush=True)
+        backends.remove("openvino-bf16")
     work = args.work
     results = work / "results"
     m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False)
-    if "openvino" in backends:
+    if any(b.startswith("openvino") for b in backends):
         from nnunetv2_flare.inference.model_loading import load_phase
         t = time.perf_counter()
         load_phase(m2, backend="openvino")  # the one-off conversion (cached next to the checkpoint)
@@ -286,7 +305,7 @@ def main() -> None:
         inputs += [(p.name.split(".")[0][:28], p) for p in real_cases()]
     smallest = min(args.sizes) if args.sizes else None
 
-    patches = patch_latency(m2, backends, args.threads)
+    patches = patch_latency(m2, backends, args.threads, args.patch_repeats)
     print("\n| organ network, one 96^3 patch | first pass s | median s | speed-up vs torch eager fp32 |\n"
           "|---|---|---|---|")
     for r in patches:
@@ -325,7 +344,8 @@ def main() -> None:
         print_row(row, header=len(rows) == 1)
     if args.json:
         args.json.write_text(json.dumps({"patch_latency": patches, "cases": rows}, indent=2))
-    print(f"\nmachine: {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, threads {args.threads}")
+    print(f"\nmachine: {os.cpu_count()} cores ({cpu_name()}; {cpu_flags()}), torch {torch.__version__}, "
+          f"OpenVINO {openvino_version()}, threads {args.threads}")
 
 
 def cpu_name() -> str:
@@ -336,6 +356,26 @@ def cpu_name() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def openvino_version() -> str:
+    from nnunetv2_flare.inference.openvino_backend import openvino_available
+    if not openvino_available():
+        return "not installed"
+    import openvino
+    return openvino.get_version().split("-")[0]
+
+
+def cpu_flags() -> str:
+    """The instruction-set flags that decide the kernels: vector width, int8 dot products, native bf16 / fp16."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+              "amx_fp16", "avx512_fp16")
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "flags unknown"
+    have = set(flags.split(":", 1)[1].split())
+    return " ".join(f for f in wanted if f in have) or "none of " + " ".join(wanted)
 
 
 def print_row(row: dict, header: bool) -> None:

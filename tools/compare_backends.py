@@ -1,4 +1,5 @@
-"""Accuracy of the speed levers on labelled cases: runtimes (torch / openvino) and tile overlap, with trained models.
+"""Accuracy of the speed levers on labelled cases: runtimes (torch / openvino), precision and tile overlap, with
+trained models.
 
     python tools/compare_backends.py --demo flare_demo                 # the models and test phantoms of a demo run
     python tools/compare_backends.py -m1 LOCATOR -m2 ORGANS -i IMAGES -r LABELS [--overlaps 0 0.5]
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from nnunetv2_flare.atomic_io import write_image_atomic
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
@@ -32,6 +34,29 @@ def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
             results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", raw / "imagesTs", raw / "labelsTs")
 
 
+class Bf16Emulation:
+    """The torch organ model with weights and activations in bf16 (inputs and logits fp32): a pessimistic stand-in
+    for OpenVINO's bf16 on a CPU without native bf16, where OpenVINO cannot be asked for it. OpenVINO keeps
+    normalizations and softmax in fp32 and accumulates in fp32; here every op rounds to bf16."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        model.network.to(torch.bfloat16)
+
+    def __call__(self, x: torch.Tensor, grid=None) -> torch.Tensor:
+        return self.model(x.to(torch.bfloat16), grid).float()
+
+
+def make_predictor(m1: Path, m2: Path, setting: str, overlap: float) -> FlareCascadePredictor:
+    """`setting`: a backend ('torch', 'openvino'), or 'torch-bf16' (Bf16Emulation)."""
+    backend = setting.removesuffix("-bf16")
+    predictor = FlareCascadePredictor(m1, m2, backend=backend, precision="fp32", tile_min_overlap=overlap,
+                                      progress=False)
+    if setting.endswith("-bf16"):
+        predictor.organs.model = Bf16Emulation(predictor.organs.model)
+    return predictor
+
+
 def agreement(a: Path, b: Path) -> tuple[int, int]:
     return foreground_agreement(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b)))
 
@@ -43,7 +68,8 @@ def main() -> None:
     p.add_argument("-m2", type=Path)
     p.add_argument("-i", type=Path, help="images")
     p.add_argument("-r", type=Path, help="reference labels")
-    p.add_argument("--backends", nargs="+", default=["torch", "openvino"])
+    p.add_argument("--backends", nargs="+", default=["torch", "openvino"],
+                   choices=["torch", "openvino", "torch-bf16"], help="torch-bf16: see Bf16Emulation")
     p.add_argument("--overlaps", type=float, nargs="+", default=[0.0], help="tile_min_overlap values")
     args = p.parse_args()
     m1, m2, images, refs = demo_folders(args.demo) if args.demo else (args.m1, args.m2, args.i, args.r)
@@ -55,7 +81,7 @@ def main() -> None:
                 name = f"{backend}, overlap {overlap:g}"
                 out = Path(tmp) / f"{backend}_{overlap:g}"
                 out.mkdir()
-                predictor = FlareCascadePredictor(m1, m2, backend=backend, tile_min_overlap=overlap, progress=False)
+                predictor = make_predictor(m1, m2, backend, overlap)
                 seconds, tiles = 0.0, 0
                 for case in cases:
                     t = time.perf_counter()

@@ -39,7 +39,7 @@ from nnunetv2_flare.inference.geometry import (Box, VoxelGrid, box_from_coarse, 
                                                resize_offset_and_scale, working_shape)
 from nnunetv2_flare.inference.image_io import list_cases, read_image
 from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
-from nnunetv2_flare.inference.openvino_backend import resolve_backend
+from nnunetv2_flare.inference.openvino_backend import check_precision, resolve_backend
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
 from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
                                                     SegmentationModel, load_phase)
@@ -127,14 +127,16 @@ class FlareCascadePredictor:
 
     def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike, fold: str | int = "all",
                  checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
-                 backend: str = "auto", **options) -> None:
+                 backend: str = "auto", precision: str = "fp32", **options) -> None:
         """`backend` runs the organ network: 'torch', 'openvino' (CPU, optional extra), or 'auto' (OpenVINO when
-        installed and the device is the CPU). The locator (0.1 s per case) always runs on PyTorch."""
+        installed and the device is the CPU). `precision`: 'fp32' or 'bf16' (opt-in: OpenVINO on a CPU with native
+        bf16; see the README's accuracy check). The locator (0.1 s per case) always runs on PyTorch, fp32."""
         n_threads = set_threads(threads)
         self.backend = resolve_backend(backend, device)
+        check_precision(precision, self.backend)
         self._configure(load_phase(locator_folder, fold, checkpoint_name, device),
                         load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
-                                   threads=n_threads), **options)
+                                   threads=n_threads, precision=precision), **options)
 
     @classmethod
     def from_phases(cls, locator: Phase, organs: Phase, threads: int | None = None,
@@ -333,6 +335,7 @@ class FlareCascadePredictor:
 
     def settings(self) -> dict:
         return {"locator": self.locator.source, "organs": self.organs.source, "organ_backend": self.backend,
+                "organ_precision": getattr(self.organs.model, "precision", "fp32"),
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,

@@ -164,8 +164,9 @@ def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str
 
 def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpoint_name: str = CHECKPOINT,
                device: str | torch.device = "cpu", configuration: str | None = None, backend: str = "torch",
-               threads: int | None = None) -> Phase:
-    """`backend`: 'torch' (eager) or 'openvino' (CPU; the converted model is cached, see openvino_backend.py)."""
+               threads: int | None = None, precision: str = "fp32") -> Phase:
+    """`backend`: 'torch' (eager fp32) or 'openvino' (CPU; the converted model is cached, see openvino_backend.py),
+    where `precision` is 'fp32' or 'bf16' (resolve it with openvino_backend.resolve_precision)."""
     folder = Path(model_folder)
     checkpoint_file = folder / fold_folder_name(fold) / checkpoint_name
     for needed in (folder / "plans.json", folder / "dataset.json", checkpoint_file):
@@ -192,7 +193,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpo
 
     if backend == "openvino":
         from nnunetv2_flare.inference.openvino_backend import openvino_phase_model
-        model = openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads)
+        model = openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads, precision)
     else:
         model = NetworkModel(network(), transpose, device)
     return Phase(model=model,

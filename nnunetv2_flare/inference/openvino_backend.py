@@ -26,7 +26,9 @@ from nnunetv2_flare.inference.geometry import VoxelGrid
 from nnunetv2_flare.inference.model_loading import tensor_axes
 
 BACKENDS = ("auto", "torch", "openvino")
-GRAPH_VERSION = 1  # bump when networks/inference_graph.py changes what it computes or how it is laid out
+PRECISIONS = ("fp32", "bf16")
+OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
+GRAPH_VERSION = 2  # bump when networks/inference_graph.py changes what it computes or how it is laid out
 
 
 def openvino_available() -> bool:
@@ -46,6 +48,27 @@ def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
         if not openvino_available():
             raise RuntimeError('the openvino backend needs OpenVINO: pip install "nnunetv2-flare[openvino]"')
     return backend
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO can run bf16 natively on this CPU (AVX512_BF16 or AMX). Elsewhere OpenVINO would compute in
+    fp32 anyway, so bf16 is never emulated."""
+    import openvino as ov
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def check_precision(precision: str, backend: str) -> str:
+    """fp32 (the default) everywhere; bf16 only on OpenVINO on a CPU with native bf16: never emulated."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        if backend != "openvino":
+            raise ValueError("bf16 runs on the openvino backend only (--backend openvino, or auto with OpenVINO "
+                             "installed); the torch backend computes in fp32")
+        if not native_bf16():
+            raise ValueError("this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO would compute in fp32. "
+                             "Use --precision fp32")
+    return precision
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -117,16 +140,20 @@ class OpenVINOModel:
     """A compiled OpenVINO model as a phase model (`x, grid -> logits`, array order as read), fixed input shape."""
 
     def __init__(self, model, input_shape: Sequence[int], transpose_forward: Sequence[int] = (0, 1, 2),
-                 threads: int | None = None, compile_cache: Path | None = None) -> None:
+                 threads: int | None = None, compile_cache: Path | None = None, precision: str = "fp32") -> None:
         import openvino as ov
         core = ov.Core()
         if compile_cache is not None:  # OpenVINO keeps the compiled kernels there: a later start skips compiling
             core.set_property({"CACHE_DIR": str(compile_cache)})
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        # the precision is always pinned: left to itself OpenVINO picks bf16 on CPUs that have it, and the labels
+        # would then depend on the machine without the user asking for it
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_TYPES[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
+        effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = {v: k for k, v in OV_TYPES.items()}.get(effective, effective)  # what OpenVINO computes in
         self.input_shape = tuple(int(s) for s in input_shape)
         self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
 
@@ -141,7 +168,7 @@ class OpenVINOModel:
 
 def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path,
                          patch_size_network_order: Sequence[int], transpose_forward: Sequence[int],
-                         threads: int | None = None) -> OpenVINOModel:
+                         threads: int | None = None, precision: str = "fp32") -> OpenVINOModel:
     input_shape = (1, 1, *[int(p) for p in patch_size_network_order])
     path = cached_model_path(network, checkpoint_file, input_shape)
     compile_cache = path.parent / "compiled"
@@ -149,4 +176,4 @@ def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path
         compile_cache.mkdir(exist_ok=True)
     except OSError:  # a read-only cache still serves the model; compiling then happens on every start
         compile_cache = None
-    return OpenVINOModel(str(path), input_shape, transpose_forward, threads, compile_cache)
+    return OpenVINOModel(str(path), input_shape, transpose_forward, threads, compile_cache, precision)

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
                    help="runtime of the organ network: auto (default: OpenVINO if installed and on the CPU, else "
                         "PyTorch), torch, or openvino (pip install \"nnunetv2-flare[openvino]\")")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="organ network precision: fp32 (default) or bf16 (OpenVINO on a CPU with native bf16: "
+                        "AVX512_BF16 or AMX)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
     p.add_argument("--continue_prediction", action="store_true",
@@ -83,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():
             predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
                                               device=args.device, threads=args.threads, backend=args.backend,
-                                              **options)
+                                              precision=args.precision, **options)
             result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_flare_predict: {e}", file=sys.stderr)
