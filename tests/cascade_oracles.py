@@ -7,8 +7,6 @@ from pathlib import Path
 import cc3d
 import numpy as np
 import SimpleITK as sitk
-import torch
-import torch.nn.functional as F
 
 from nnunetv2_flare.inference.geometry import VoxelGrid
 from nnunetv2_flare.labels import NUM_CLASSES
@@ -34,13 +32,13 @@ class LabelOracle:
         self.binary, self.num_classes = binary, 2 if binary else num_classes
         self.grids: list[VoxelGrid] = []
 
-    def __call__(self, x: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
+    def __call__(self, x: np.ndarray, grid: VoxelGrid) -> np.ndarray:
         self.grids.append(grid)
         labels = sitk.GetArrayFromImage(grid.resample(self.reference)).astype(np.int64)
         assert labels.shape == tuple(x.shape[2:]), (labels.shape, x.shape)
         if self.binary:
             labels = (labels > 0).astype(np.int64)
-        return F.one_hot(torch.from_numpy(labels), self.num_classes).permute(3, 0, 1, 2)[None].float()
+        return np.moveaxis(np.eye(self.num_classes, dtype=np.float32)[labels], -1, 0)[None]
 
 
 def map_labels(image: sitk.Image, mapping: dict[int, int]) -> sitk.Image:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.model_loading import CTNormalization
@@ -21,22 +20,22 @@ SMALL = dict(locator_size=(32, 32, 32), organ_patch_size=(16, 16, 16), organ_spa
 class ArrayLocator:
     """Foreground where the normalized intensity is tissue (above -0.5, i.e. -100 HU), ignoring the geometry."""
 
-    def __call__(self, x: torch.Tensor, grid=None) -> torch.Tensor:
-        fg = (x[0, 0] > -0.5).float()
-        return torch.stack([1 - fg, fg])[None]
+    def __call__(self, x: np.ndarray, grid=None) -> np.ndarray:
+        fg = (x[0, 0] > -0.5).astype(np.float32)
+        return np.stack([1 - fg, fg])[None]
 
 
 class ArrayOrganNet:
     """Labels from intensity plus a ramp along each array axis of the patch: depends on the voxel order, like a real
     network, and is exactly reproducible on identical input."""
 
-    def __call__(self, x: torch.Tensor, grid=None) -> torch.Tensor:
+    def __call__(self, x: np.ndarray, grid=None) -> np.ndarray:
         v = x[0, 0]
-        z, y, xx = torch.meshgrid(*[torch.linspace(0, 1, n) for n in v.shape], indexing="ij")
+        z, y, xx = np.meshgrid(*[np.linspace(0, 1, n, dtype=np.float32) for n in v.shape], indexing="ij")
         score = v + 0.9 * z - 0.6 * y + 0.3 * xx  # asymmetric along every axis
-        levels = torch.linspace(-1.0, 2.0, NUM_CLASSES)
+        levels = np.linspace(-1.0, 2.0, NUM_CLASSES, dtype=np.float32)
         logits = -(score[None] - levels[:, None, None, None]) ** 2
-        logits[0] = torch.where(v > -0.5, logits[0] - 10, logits[0] + 10)  # background outside tissue
+        logits[0] = np.where(v > -0.5, logits[0] - 10, logits[0] + 10)  # background outside tissue
         return logits[None]
 
 

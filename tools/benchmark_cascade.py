@@ -119,9 +119,8 @@ class FixedBoxLocator:
         self.model, self.box_mm, self.margin_mm = model, box_mm_xyz, margin_mm
 
     def __call__(self, x, grid):
-        import torch
         logits = self.model(x, grid)
-        out = torch.zeros_like(logits)
+        out = np.zeros_like(logits)
         out[:, 0] = 1
         sl = []
         for n, sp, mm in zip(grid.size[::-1], grid.spacing[::-1], self.box_mm[::-1]):
@@ -189,7 +188,7 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
     for setting in settings:
         backend, precision = runtime(setting)
         phase = load_phase(m2, backend=backend, threads=threads, precision=precision)
-        x = torch.randn(1, 1, *phase.patch_size)
+        x = np.random.default_rng(0).standard_normal((1, 1, *phase.patch_size), dtype=np.float32)
         t = time.perf_counter()
         phase.model(x, None)
         models[setting], first[setting] = phase.model, time.perf_counter() - t

@@ -43,8 +43,11 @@ class Bf16Emulation:
         self.model = model
         model.network.to(torch.bfloat16)
 
-    def __call__(self, x: torch.Tensor, grid=None) -> torch.Tensor:
-        return self.model(x.to(torch.bfloat16), grid).float()
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray, grid=None) -> np.ndarray:
+        m = self.model
+        out = m.network(torch.from_numpy(x).to(torch.bfloat16).permute(m.forward_axes))
+        return out.permute(m.backward_axes).float().numpy()
 
 
 def make_predictor(m1: Path, m2: Path, setting: str, overlap: float) -> FlareCascadePredictor:

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import write_image_atomic, write_json_atomic
@@ -48,6 +47,10 @@ from nnunetv2_flare.inference.postprocessing import (foreground_bounds, keep_lar
                                                      remove_small_components)
 from nnunetv2_flare.inference.sliding_window import argmax_labels, sliding_window_labels, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
+
+if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (model_loading.py)
+    import torch
+    from torch import nn
 
 MIN_COMPONENT_SIDE = 20  # voxels of the original grid (method.md: components smaller than 20^3 are removed)
 
@@ -109,9 +112,10 @@ def available_cores() -> int:
 
 
 def set_threads(threads: int | None) -> int:
-    """All cores this process may use by default (no 8-thread cap), for torch and SimpleITK."""
+    """All cores this process may use by default (no 8-thread cap), for SimpleITK and, once it is loaded, torch."""
     n = int(threads) if threads else available_cores()
-    torch.set_num_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
     return n
 
@@ -128,15 +132,18 @@ class FlareCascadePredictor:
     def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike, fold: str | int = "all",
                  checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
                  backend: str = "auto", precision: str = "fp32", **options) -> None:
-        """`backend` runs the organ network: 'torch', 'openvino' (CPU, optional extra), or 'auto' (OpenVINO when
+        """`backend` runs both networks: 'torch', 'openvino' (CPU, optional extra), or 'auto' (OpenVINO when
         installed and the device is the CPU). `precision`: 'fp32' or 'bf16' (opt-in: OpenVINO on a CPU with native
-        bf16; see the README's accuracy check). The locator (0.1 s per case) always runs on PyTorch, fp32."""
-        n_threads = set_threads(threads)
+        bf16; see the README's accuracy check; the locator stays fp32). With OpenVINO and both models converted (cached
+        at first use) torch is never imported."""
+        n_threads = int(threads) if threads else available_cores()
         self.backend = resolve_backend(backend, device)
         check_precision(precision, self.backend)
-        self._configure(load_phase(locator_folder, fold, checkpoint_name, device),
+        self._configure(load_phase(locator_folder, fold, checkpoint_name, device, backend=self.backend,
+                                   threads=n_threads),
                         load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
                                    threads=n_threads, precision=precision), **options)
+        set_threads(n_threads)  # after loading: a PyTorch model imports torch
 
     @classmethod
     def from_phases(cls, locator: Phase, organs: Phase, threads: int | None = None,
@@ -154,7 +161,10 @@ class FlareCascadePredictor:
                       locator_size: Sequence[int] = (128, 128, 128), organ_patch_size: Sequence[int] = (96, 96, 96),
                       organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), device: str = "cpu",
                       **options) -> "FlareCascadePredictor":
-        """Networks (nn.Modules, array order) or any `x, grid -> logits` callables, e.g. oracles in tests."""
+        """Networks (nn.Modules, array order) or any `x, grid -> logits` callables on NumPy arrays, e.g. oracles
+        in tests."""
+        from torch import nn
+
         def wrap(m):
             return NetworkModel(m, device=device) if isinstance(m, nn.Module) else m
         return cls.from_phases(
@@ -212,7 +222,7 @@ class FlareCascadePredictor:
         watch.lap("locate_resize")
         grid = VoxelGrid.subgrid(image, *resize_offset_and_scale((0, 0, 0), array.shape, size), size)
         logits = self.locator.model(x[None, None], grid)
-        foreground = argmax_labels(logits[0].cpu()) > 0
+        foreground = argmax_labels(np.asarray(logits)[0]) > 0
         watch.lap("locate_network")
         # the 20^3 rule, capped per axis at the axis length: a thin scan's abdomen spans its few slices
         side_voxels = math.prod(min(self.min_component_side, n) for n in array.shape)
@@ -242,7 +252,7 @@ class FlareCascadePredictor:
         before = tuple((p - n) // 2 for n, p in zip(wshape, padded))
         inner = tuple(slice(b, b + n) for b, n in zip(before, wshape))
         if padded != wshape:  # nnU-Net pads the normalized image with 0
-            xp = torch.zeros(padded, dtype=x.dtype)
+            xp = np.zeros(padded, dtype=x.dtype)
             xp[inner] = x
             x = xp
         watch.lap("segment_resample")
@@ -341,4 +351,4 @@ class FlareCascadePredictor:
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
                 "orientation": self.orientation or "as read",
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
-                "threads": torch.get_num_threads()}
+                "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}

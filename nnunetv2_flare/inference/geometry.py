@@ -12,8 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -94,37 +92,38 @@ def working_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], target
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_zyx, spacing_zyx, target_zyx))
 
 
-def _linear_axis0(volume: np.ndarray, m: int) -> np.ndarray:
-    """Linear resize of axis 0 only, to float32, one output slice at a time (never a full-size float copy)."""
-    n = volume.shape[0]
-    out = np.empty((m,) + volume.shape[1:], dtype=np.float32)
-    if n == m:
-        for j in range(m):
-            out[j] = volume[j]
-        return out
+def _linear_weights(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     src = np.clip((np.arange(m) + 0.5) * (n / m) - 0.5, 0, None)  # torch clamps below 0 the same way
     i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w1 = (src - i0).astype(np.float32)
-    for j in range(m):
-        a = volume[i0[j]].astype(np.float32)
-        if w1[j] > 0:
-            a *= 1 - w1[j]
-            a += w1[j] * volume[i1[j]].astype(np.float32)
-        out[j] = a
+    return i0, np.minimum(i0 + 1, n - 1), (src - i0).astype(np.float32)
+
+
+def _linear_axis(volume: np.ndarray, m: int, axis: int) -> np.ndarray:
+    """Linear resize (align_corners=False) of one axis of a float32 array."""
+    if volume.shape[axis] == m:
+        return volume
+    i0, i1, w1 = _linear_weights(volume.shape[axis], m)
+    shape = [1] * volume.ndim
+    shape[axis] = m
+    w1 = w1.reshape(shape)
+    out = np.take(volume, i0, axis=axis)
+    out *= 1 - w1
+    out += w1 * np.take(volume, i1, axis=axis)
     return out
 
 
-def resize_linear(volume: np.ndarray, out_shape: Sequence[int]) -> torch.Tensor:
-    """Trilinear resize (align_corners=False) of a 3D array of any dtype to a float32 tensor of `out_shape`.
+def resize_linear(volume: np.ndarray, out_shape: Sequence[int], slices_per_chunk: int = 16) -> np.ndarray:
+    """Trilinear resize (align_corners=False) of a 3D array of any dtype to a float32 array of `out_shape`.
 
-    Separable: first axis 0 slice by slice in numpy, then the in-plane axes with torch's bilinear (parallel).
-    The result equals torch's trilinear interpolation, at the memory cost of the output plus one input slab."""
+    Separable: the in-plane axes first, a few slices at a time (never a full-size float copy of the input; the
+    cascade shrinks in-plane, so the rest works on small arrays), then axis 0. The weights are torch's trilinear
+    ones; NumPy only, so that a prediction on OpenVINO never imports torch (2 s of a cold start)."""
     out_shape = tuple(int(s) for s in out_shape)
-    slab = torch.from_numpy(_linear_axis0(volume, out_shape[0]))
-    if tuple(slab.shape[1:]) != out_shape[1:]:
-        slab = F.interpolate(slab[:, None], size=out_shape[1:], mode="bilinear", align_corners=False)[:, 0]
-    return slab.contiguous()
+    planes = np.empty((volume.shape[0],) + out_shape[1:], dtype=np.float32)
+    for start in range(0, volume.shape[0], slices_per_chunk):
+        chunk = volume[start:start + slices_per_chunk].astype(np.float32)
+        planes[start:start + slices_per_chunk] = _linear_axis(_linear_axis(chunk, out_shape[1], 1), out_shape[2], 2)
+    return np.ascontiguousarray(_linear_axis(planes, out_shape[0], 0))
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:

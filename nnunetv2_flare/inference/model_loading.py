@@ -1,8 +1,10 @@
 """Load the two phases from standard nnU-Net results folders, without nnU-Net's trainer lookup.
 
-A phase is a callable model (`x, grid -> logits`, array order as read) plus what the cascade needs around it:
-normalization, patch size and target spacing. Networks are built from the plans (`get_network_from_plans`), so the
-folders only need plans.json, dataset.json and fold_<f>/<checkpoint>.
+A phase is a callable model (`x, grid -> logits`, NumPy arrays in the array order as read) plus what the cascade
+needs around it: normalization, patch size and target spacing. Networks are built from the plans
+(`get_network_from_plans`), so the folders only need plans.json, dataset.json and fold_<f>/<checkpoint>.
+torch is imported only where a PyTorch network is built or run: on OpenVINO with cached models a prediction never
+imports it (2 s of a cold start).
 """
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
-import torch
-from torch import nn
+import numpy as np
 
 from nnunetv2_flare.inference.geometry import VoxelGrid
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,  # noqa: F401
                                                ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
@@ -26,7 +31,7 @@ class SegmentationModel(Protocol):
 
     `grid` is the physical geometry of the input tensor; networks ignore it, oracles in tests use it."""
 
-    def __call__(self, x: torch.Tensor, grid: VoxelGrid) -> torch.Tensor: ...
+    def __call__(self, x: np.ndarray, grid: VoxelGrid) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,12 @@ class CTNormalization:
         return cls(float(props["percentile_00_5"]), float(props["percentile_99_5"]), float(props["mean"]),
                    float(props["std"]))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """In place on a float tensor."""
-        return x.clamp_(self.lower, self.upper).sub_(self.mean).div_(max(self.std, 1e-8))
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """In place on a float array."""
+        np.clip(x, self.lower, self.upper, out=x)
+        x -= self.mean
+        x /= max(self.std, 1e-8)
+        return x
 
 
 def tensor_axes(transpose_forward: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -59,16 +67,19 @@ class NetworkModel:
 
     def __init__(self, network: nn.Module, transpose_forward: Sequence[int] = (0, 1, 2),
                  device: str | torch.device = "cpu") -> None:
+        import torch
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
 
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor, grid: VoxelGrid | None = None) -> torch.Tensor:
-        out = self.network(x.to(self.device).permute(self.forward_axes))
-        if isinstance(out, (list, tuple)):  # deep supervision left on: full resolution comes first
-            out = out[0]
-        return out.permute(self.backward_axes)
+    def __call__(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
+        import torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+            out = self.network(x.permute(self.forward_axes))
+            if isinstance(out, (list, tuple)):  # deep supervision left on: full resolution comes first
+                out = out[0]
+            return out.permute(self.backward_axes).float().cpu().numpy()
 
 
 @dataclass
@@ -153,6 +164,7 @@ def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str
         name, error = None, folder_error
     if name in plans.get("configurations", {}):
         return name
+    import torch
     checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
     from_checkpoint = checkpoint.get("init_args", {}).get("configuration")
     if from_checkpoint:
@@ -186,6 +198,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpo
     patch_size = [int(p) for p in config["patch_size"]]
 
     def network() -> nn.Module:
+        import torch
         net = build_network(config["architecture"], num_classes)
         checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
         net.load_state_dict(_clean_state_dict(checkpoint["network_weights"]))
