@@ -289,9 +289,10 @@ def main() -> None:
     m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False)
     if any(b.startswith("openvino") for b in backends):
         from nnunetv2_flare.inference.model_loading import load_phase
-        t = time.perf_counter()
-        load_phase(m2, backend="openvino")  # the one-off conversion (cached next to the checkpoint)
-        print(f"OpenVINO conversion (or cache hit) of the organ network: {time.perf_counter() - t:.1f} s", flush=True)
+        for name, folder in (("locator", m1), ("organ network", m2)):
+            t = time.perf_counter()
+            load_phase(folder, backend="openvino")  # the one-off conversion (cached next to the checkpoint)
+            print(f"OpenVINO conversion (or cache hit) of the {name}: {time.perf_counter() - t:.1f} s", flush=True)
     nnunet_dataset = write_nnunet_fullres(results) if args.nnunet != "none" else None
     inputs: list[tuple[str, Path]] = []
     for n in args.sizes:
