@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
+from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,  # noqa: F401
+                                               ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
 from nnunetv2_flare.inference.geometry import VoxelGrid
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,  # noqa: F401
-                                               ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
 
 
 class SegmentationModel(Protocol):
@@ -178,7 +177,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpo
                device: str | torch.device = "cpu", configuration: str | None = None, backend: str = "torch",
                threads: int | None = None, precision: str = "fp32") -> Phase:
     """`backend`: 'torch' (eager fp32) or 'openvino' (CPU; the converted model is cached, see openvino_backend.py),
-    where `precision` is 'fp32' or 'bf16' (resolve it with openvino_backend.resolve_precision)."""
+    where `precision` is 'fp32' or 'bf16' (checked by openvino_backend.check_precision)."""
     folder = Path(model_folder)
     checkpoint_file = folder / fold_folder_name(fold) / checkpoint_name
     for needed in (folder / "plans.json", folder / "dataset.json", checkpoint_file):

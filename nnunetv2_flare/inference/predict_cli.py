@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default=CHECKPOINT, help=f"checkpoint file name (default {CHECKPOINT})")
     p.add_argument("-device", default="cpu", help="cpu (default), cuda or mps")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
-                   help="runtime of the organ network: auto (default: OpenVINO if installed and on the CPU, else "
+                   help="runtime of both networks: auto (default: OpenVINO if installed and on the CPU, else "
                         "PyTorch), torch, or openvino (pip install \"nnunetv2-flare[openvino]\")")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="organ network precision: fp32 (default) or bf16 (OpenVINO on a CPU with native bf16: "

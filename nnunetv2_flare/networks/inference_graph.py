@@ -5,6 +5,8 @@ block. On the CPU those layout changes cost more than the convolutions: in OpenV
 patch, reorders and transposes take ~40 % of the time. Here everything stays channels-first (NCDHW):
 - each Linear becomes the equal 1x1x1 convolution, each LayerNorm a normalization over the channel axis;
 - BatchNorm is folded into the convolution before it (LACB decoder, up blocks);
+- grouped convolutions with a few channels per group, which OpenVINO runs with a generic slow kernel, become dense
+  1x1x1 convs (stem, up blocks, the SAM's mixing conv) or a depthwise conv plus a summing 1x1x1 conv (LACB);
 - the closing ConvTranspose3d (k2 s2) and the 1x1x1 classifier, both linear, become one ConvTranspose3d straight
   to the classes.
 Weights are copied, never shared with the training module. `build_inference_graph(net)` returns an eval-mode module
@@ -62,12 +64,8 @@ def fold_batchnorm(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> nn.Conv3d:
 
 
 def fold_conv_bn_relu6(block: nn.Sequential) -> nn.Sequential:
-    conv, bn, _ = block
-    return nn.Sequential(fold_batchnorm(conv, bn), nn.ReLU6())
-
-
-def grouped_conv_bn_relu6(block: nn.Sequential) -> nn.Sequential:
-    """conv -> BN -> ReLU6 with BN folded and a grouped conv of several inputs per group split or made dense."""
+    """conv -> BN -> ReLU6 with BN folded, and a grouped conv of several inputs per group made dense (1x1x1) or split
+    into a depthwise conv and a sum (see the two functions below)."""
     conv, bn, _ = block
     folded = fold_batchnorm(conv, bn)
     if folded.groups == 1 or folded.groups == folded.in_channels:  # dense or depthwise: fast as they are
@@ -216,11 +214,11 @@ def fold_decoder(decoder: LACBDecoder) -> LACBDecoder:
     folded.deep_supervision = False
     folded.ds_heads = nn.ModuleList()
     for lacb in (folded.bottleneck, *folded.lacbs):
-        lacb.slice_conv = grouped_conv_bn_relu6(lacb.slice_conv)
+        lacb.slice_conv = fold_conv_bn_relu6(lacb.slice_conv)
         lacb.in_slice = fold_conv_bn_relu6(lacb.in_slice)
         lacb.gate = fold_conv_bn_relu6(lacb.gate)
     for up in folded.ups:
-        up.conv = grouped_conv_bn_relu6(up.conv)
+        up.conv = fold_conv_bn_relu6(up.conv)
     folded.final_up = merge_transpose_and_classifier(decoder.final_up, decoder.classifier)
     folded.classifier = nn.Identity()
     return folded
