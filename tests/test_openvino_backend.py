@@ -57,6 +57,7 @@ def test_openvino_logits_match_torch_and_the_cache_is_reused(models, monkeypatch
     assert isinstance(ov_phase.model, OpenVINOModel)
     cached = sorted((organs / "fold_all" / "openvino").glob("*.xml"))
     assert len(cached) == 1 and cached[0].with_suffix(".bin").is_file()
+    assert ov_phase.model.model_file == cached[0]
     assert not list((organs / "fold_all" / "openvino").glob(".*tmp*"))  # no temporaries left behind
     x = torch.randn(1, 1, *SMALL["organ_patch_size"]).numpy()
     expected = torch_phase.model(x)

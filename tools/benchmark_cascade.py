@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -176,6 +177,24 @@ def runtime(setting: str) -> tuple[str, str]:
     return backend, precision or "fp32"
 
 
+def take_turns(runners: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call when the runners take turns, `repeats` rounds, the order rotating every round, so that
+    a noisy shared host slows them alike."""
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def median_ratio(base: list[float], other: list[float]) -> float:
+    """The median over rounds of base's time over other's: the speed-up of `other`, round by round."""
+    return float(np.median(np.array(base) / np.array(other)))
+
+
 def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7) -> list[dict]:
     """The organ network alone on one patch, per runtime, in this process. After one first pass each, the runtimes
     take turns (`repeats` rounds, the order rotating every round) so that a noisy shared host slows them alike; the
@@ -192,15 +211,9 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
         t = time.perf_counter()
         phase.model(x, None)
         models[setting], first[setting] = phase.model, time.perf_counter() - t
-    times: dict[str, list[float]] = {s: [] for s in settings}
-    for r in range(repeats):
-        for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
-            t = time.perf_counter()
-            models[setting](x, None)
-            times[setting].append(time.perf_counter() - t)
+    times = take_turns({s: (lambda m=models[s]: m(x, None)) for s in settings}, repeats)
     return [{"backend": s, "first_s": round(first[s], 3), "median_s": round(float(np.median(times[s])), 3),
-             "speedup_vs_torch": round(float(np.median(np.array(times[settings[0]]) / np.array(times[s]))), 2)}
-            for s in settings]
+             "speedup_vs_torch": round(median_ratio(times[settings[0]], times[s]), 2)} for s in settings]
 
 
 def label_agreement(a: Path, b: Path) -> float:

@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from benchmark_cascade import median_ratio, take_turns  # tools/ is on the path when this script runs
+
 KEEP_FP32 = ["GroupConvolution", "ConvolutionBackpropData", "ScaledDotProductAttention", "MatMul"]
 SCOPES = {  # name -> node-name patterns also kept fp32
     "all dense convolutions": [],
@@ -66,27 +68,18 @@ def compile_model(core, model, threads: int):
 def ir_of(model_folder: Path) -> Path:
     """The fp32 OpenVINO model of the folder's fold_all checkpoint (converted once, cached next to it)."""
     from nnunetv2_flare.inference.model_loading import load_phase
-    from nnunetv2_flare.inference.openvino_backend import GRAPH_VERSION, file_digest
-    phase = load_phase(model_folder, backend="openvino")
-    checkpoint = Path(phase.source)
-    key = f"{checkpoint.stem}_{file_digest(checkpoint)}_*_g{GRAPH_VERSION}_*.xml"
-    return next((checkpoint.parent / "openvino").glob(key))
+    return load_phase(model_folder, backend="openvino").model.model_file
 
 
-def take_turns(runners: dict[str, Callable[[], object]], repeats: int, title: str) -> None:
-    """One warm-up call each, then `repeats` rounds; prints medians and the per-round ratio to the first runner."""
+def print_turns(runners: dict[str, Callable[[], object]], repeats: int, title: str) -> None:
+    """One warm-up call each, then the runners take turns; medians and the per-round ratio to the first runner."""
     for run in runners.values():
         run()
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            t = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t)
+    times = take_turns(runners, repeats)
     base = next(iter(runners))
     print(f"\n| {title} | median s | speed-up vs {base} (per round) |\n|---|---|---|")
     for name, t in times.items():
-        print(f"| {name} | {np.median(t):.3f} | {float(np.median(np.array(times[base]) / np.array(t))):.2f}x |")
+        print(f"| {name} | {np.median(t):.3f} | {median_ratio(times[base], t):.2f}x |")
 
 
 def paper_network(work: Path) -> Path:
@@ -100,7 +93,7 @@ def int8_speed(core, organs: Path, threads: int, repeats: int) -> None:
     requests = {"OpenVINO fp32": compile_model(core, fp32, threads)}
     for name, fp32_patterns in SCOPES.items():
         requests[f"OpenVINO int8, {name}"] = compile_model(core, quantize(fp32, [x, -x], fp32_patterns), threads)
-    take_turns({k: (lambda r=r: r.infer({0: x})) for k, r in requests.items()}, repeats,
+    print_turns({k: (lambda r=r: r.infer({0: x})) for k, r in requests.items()}, repeats,
                "paper-size organ network, one 96^3 patch")
 
 
@@ -131,7 +124,7 @@ def other_runtimes(core, organs: Path, threads: int, repeats: int, which: list[s
             compiled(x)
             print(f"torch.compile: first call (compiling) {time.perf_counter() - t:.1f} s")
             runners["torch.compile (inductor)"] = lambda: compiled(x)
-        take_turns(runners, repeats, "paper-size organ network, one 96^3 patch")
+        print_turns(runners, repeats, "paper-size organ network, one 96^3 patch")
 
 
 def accuracy(core, demo: Path, threads: int, n_calibration: int, n_held_out: int) -> None:

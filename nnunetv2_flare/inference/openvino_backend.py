@@ -155,6 +155,7 @@ class OpenVINOModel:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self.model_file = Path(model) if isinstance(model, (str, os.PathLike)) else None  # the cached IR, if any
         effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.precision = {v: k for k, v in OV_TYPES.items()}.get(effective, effective)  # what OpenVINO computes in
         self.input_shape = tuple(int(s) for s in input_shape)
