@@ -151,3 +151,33 @@ def test_a_prediction_on_openvino_never_imports_torch(models, tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("no torch"), done.stdout
+
+
+def test_a_failing_kernel_cache_falls_back_to_compiling_without_it(models, monkeypatch) -> None:
+    """Two processes starting on one model write the same cached kernels; OpenVINO can then fail in one of them
+    (seen: "cannot set permissions" on the blob). That process must still predict."""
+    import openvino
+    real_core = openvino.Core
+    cached_attempts = []
+
+    class CacheRaceCore:
+        def __init__(self) -> None:
+            self.core, self.cached = real_core(), False
+
+        def set_property(self, properties: dict) -> None:
+            self.cached = "CACHE_DIR" in properties
+            self.core.set_property(properties)
+
+        def compile_model(self, *args):
+            if self.cached:
+                cached_attempts.append(args)
+                raise RuntimeError("filesystem error: cannot set permissions: No such file or directory [x.blob]")
+            return self.core.compile_model(*args)
+
+    _, organs = models
+    load_phase(organs, backend="openvino")  # converted (and cached) with the real Core
+    monkeypatch.setattr(openvino, "Core", CacheRaceCore)
+    phase = load_phase(organs, backend="openvino")
+    assert len(cached_attempts) == 1  # the cache was tried first
+    x = np.zeros((1, 1, *SMALL["organ_patch_size"]), np.float32)
+    assert phase.model(x).shape == (1, 14, *SMALL["organ_patch_size"])

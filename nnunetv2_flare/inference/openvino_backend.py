@@ -139,21 +139,33 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
     return folder / f"{key}.xml"
 
 
+def compile_on_cpu(model, config: dict, compile_cache: Path | None = None):
+    """core.compile_model on the CPU. With `compile_cache`, OpenVINO keeps the compiled kernels there and a later
+    start skips compiling. Two processes starting on the same model at once (parallel predictions, -num_parts)
+    write the same cache file, and OpenVINO can then fail in one of them; the cache only saves time, so that
+    process compiles without it."""
+    import openvino as ov
+    if compile_cache is not None:
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(compile_cache)})
+        try:
+            return core.compile_model(model, "CPU", config)
+        except RuntimeError:
+            pass
+    return ov.Core().compile_model(model, "CPU", config)
+
+
 class OpenVINOModel:
     """A compiled OpenVINO model as a phase model (`x, grid -> logits`, array order as read), fixed input shape."""
 
     def __init__(self, model, input_shape: Sequence[int], transpose_forward: Sequence[int] = (0, 1, 2),
                  threads: int | None = None, compile_cache: Path | None = None, precision: str = "fp32") -> None:
-        import openvino as ov
-        core = ov.Core()
-        if compile_cache is not None:  # OpenVINO keeps the compiled kernels there: a later start skips compiling
-            core.set_property({"CACHE_DIR": str(compile_cache)})
         # the precision is always pinned: left to itself OpenVINO picks bf16 on CPUs that have it, and the labels
         # would then depend on the machine without the user asking for it
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_TYPES[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = compile_on_cpu(model, config, compile_cache)
         self.request = self.compiled.create_infer_request()
         self.model_file = Path(model) if isinstance(model, (str, os.PathLike)) else None  # the cached IR, if any
         effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
