@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
-from nnunetv2_flare.networks.inference_graph import (build_inference_graph, fold_batchnorm, grouped_as_dense,
-                                                     grouped_as_depthwise_and_sum, interleaved_grouped_as_dense,
-                                                     merge_transpose_and_classifier)
+from nnunetv2_flare.networks.inference_graph import (ChannelLayerNorm, InstanceNormedConv, PatchExpand,
+                                                     build_inference_graph, fold_batchnorm, grouped_as_dense,
+                                                     grouped_as_depthwise_and_sum, identity_folded,
+                                                     interleaved_grouped_as_dense, merge_transpose_and_classifier)
 
 NARROW = dict(features_per_stage=(12, 24, 48, 96), head_dim=12)
 
@@ -72,6 +73,50 @@ def test_grouped_conv_as_depthwise_and_sum(kernel, padding) -> None:
     split = grouped_as_depthwise_and_sum(conv)
     assert split[0].groups == 12 and split[1].kernel_size == (1, 1, 1)
     torch.testing.assert_close(split(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_channel_layer_norm_equals_layer_norm_on_channels_last(offset) -> None:
+    """Also with a large common offset (a residual stream's mean), where a one-pass E[x^2] - E[x]^2 would cancel."""
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(12)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 12, 3, 4, 5) * 0.5 + offset
+    expected = norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+    torch.testing.assert_close(ChannelLayerNorm(norm)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [(2, 2, 2), (1, 2, 2)])
+def test_patch_expand_equals_the_transposed_conv(kernel) -> None:
+    torch.manual_seed(0)
+    up = nn.ConvTranspose3d(6, 5, kernel, stride=kernel)
+    x = torch.randn(1, 6, 3, 4, 5)
+    expanded = PatchExpand(up)
+    assert expanded.conv.kernel_size == (1, 1, 1)
+    torch.testing.assert_close(expanded(x), up(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(AssertionError, match="non-overlapping"):
+        PatchExpand(nn.ConvTranspose3d(6, 5, 3, stride=2))
+
+
+def test_identity_folded_into_a_depthwise_conv() -> None:
+    torch.manual_seed(0)
+    depthwise = nn.Conv3d(8, 8, 3, padding=1, groups=8)
+    x = torch.randn(1, 8, 5, 6, 7)
+    torch.testing.assert_close(identity_folded(depthwise)(x), x + depthwise(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(AssertionError, match="same"):
+        identity_folded(nn.Conv3d(8, 8, 3, padding=0, groups=8))
+
+
+def test_instance_normed_conv_equals_conv_then_instance_norm() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(6, 12, 1)
+    norm = nn.InstanceNorm3d(12, affine=False)
+    with torch.no_grad():
+        conv.bias.uniform_(-3, 3)  # the bias must drop out
+    x = torch.randn(2, 6, 5, 6, 7) + torch.arange(6.0).view(1, 6, 1, 1, 1)
+    torch.testing.assert_close(InstanceNormedConv(conv, norm)(x), norm(conv(x)), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 32), (16, 48, 32)])

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached mo
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("fp32", "bf16")
 OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
-GRAPH_VERSION = 2  # bump when networks/inference_graph.py changes what it computes or how it is laid out
+GRAPH_VERSION = 3  # bump when networks/inference_graph.py changes what it computes or how it is laid out
 
 
 def openvino_available() -> bool:

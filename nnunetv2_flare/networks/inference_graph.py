@@ -8,13 +8,16 @@ patch, reorders and transposes take ~40 % of the time. Here everything stays cha
 - grouped convolutions with a few channels per group, which OpenVINO runs with a generic slow kernel, become dense
   1x1x1 convs (stem, up blocks, the SAM's mixing conv) or a depthwise conv plus a summing 1x1x1 conv (LACB);
 - the closing ConvTranspose3d (k2 s2) and the 1x1x1 classifier, both linear, become one ConvTranspose3d straight
-  to the classes.
+  to the classes, run as a 1x1x1 conv and a depth-to-space reshuffle;
+- fewer passes over memory where the work is memory-bound: normalization variances as one L2-norm reduction, the
+  SAM's InstanceNorm centring the mixing conv's (narrower) input, the feed-forward's `h + dwconv(h)` as one conv.
 Weights are copied, never shared with the training module. `build_inference_graph(net)` returns an eval-mode module
 with the same input and output as `net` (deep supervision off); tests compare the two.
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable
 
 import torch
@@ -42,14 +45,17 @@ class ChannelLayerNorm(nn.Module):
     def __init__(self, norm: nn.LayerNorm) -> None:
         super().__init__()
         self.eps = norm.eps
+        self.channels = norm.normalized_shape[0]
         self.weight = nn.Parameter(norm.weight.detach().clone().view(1, -1, 1, 1, 1))
         self.bias = nn.Parameter(norm.bias.detach().clone().view(1, -1, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # OpenVINO does not fuse this into one MVN kernel (per-layer profile); F.layer_norm on a permuted view was
-        # slower there (1.40 s vs 0.99 s a patch), so the reductions stay explicit
+        # OpenVINO has no one-kernel normalization over the channel axis alone (MVN there is per channel or over
+        # everything), and F.layer_norm on a permuted view was slower (1.40 s vs 0.99 s a patch). The variance as
+        # an L2 norm of the centred values: one reduction, where mean(centred ** 2) writes the squares out first.
         centred = x - x.mean(1, keepdim=True)
-        return centred / torch.sqrt(centred.pow(2).mean(1, keepdim=True) + self.eps) * self.weight + self.bias
+        norm = torch.linalg.vector_norm(centred, dim=1, keepdim=True)
+        return centred * torch.rsqrt(norm.square() / self.channels + self.eps) * self.weight + self.bias
 
 
 def fold_batchnorm(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> nn.Conv3d:
@@ -84,6 +90,41 @@ def merge_transpose_and_classifier(up: nn.ConvTranspose3d, classifier: nn.Conv3d
         merged.weight.copy_(torch.einsum("imxyz,om->ioxyz", up.weight, w_c))
         merged.bias.copy_(w_c @ up.bias + classifier.bias)
     return merged
+
+
+class PatchExpand(nn.Module):
+    """A ConvTranspose3d whose kernel equals its stride (no overlap, no padding) as a 1x1x1 conv to
+    out_channels * prod(kernel) channels followed by a depth-to-space reshuffle. OpenVINO runs the 1x1x1 conv as a
+    plain matrix product and the reshuffle as one copy, faster than its transposed-conv kernel."""
+
+    def __init__(self, up: nn.ConvTranspose3d) -> None:
+        super().__init__()
+        assert up.kernel_size == up.stride and up.padding == (0, 0, 0) and up.output_padding == (0, 0, 0) \
+            and up.groups == 1 and up.dilation == (1, 1, 1), "only non-overlapping transposed convs"
+        self.kernel_size = up.kernel_size
+        self.out_channels = up.out_channels
+        self.conv = nn.Conv3d(up.in_channels, up.out_channels * math.prod(up.kernel_size), 1)
+        with torch.no_grad():  # (in, out, kd, kh, kw) -> rows ordered (out, kd, kh, kw)
+            self.conv.weight.copy_(up.weight.permute(1, 2, 3, 4, 0).reshape(-1, up.in_channels)[..., None, None, None])
+            bias = up.bias if up.bias is not None else torch.zeros(up.out_channels)
+            self.conv.bias.copy_(bias.repeat_interleave(math.prod(up.kernel_size)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, d, h, w = x.shape
+        kd, kh, kw = self.kernel_size
+        y = self.conv(x).reshape(b, self.out_channels, kd, kh, kw, d, h, w)
+        return y.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.out_channels, d * kd, h * kh, w * kw)
+
+
+def identity_folded(depthwise: nn.Conv3d) -> nn.Conv3d:
+    """x + depthwise(x) as one depthwise conv (1 added at each kernel's centre): one pass over x fewer."""
+    assert depthwise.groups == depthwise.in_channels == depthwise.out_channels, "a depthwise conv"
+    assert depthwise.stride == (1, 1, 1) and depthwise.dilation == (1, 1, 1) and all(
+        k % 2 == 1 and p == k // 2 for k, p in zip(depthwise.kernel_size, depthwise.padding)), "a 'same' conv"
+    folded = copy.deepcopy(depthwise)
+    with torch.no_grad():
+        folded.weight[(slice(None), 0, *[k // 2 for k in depthwise.kernel_size])] += 1
+    return folded
 
 
 # ------------------------------------------------------------------------------------------ blocks, NCDHW
@@ -135,14 +176,34 @@ def grouped_as_depthwise_and_sum(conv: nn.Conv3d) -> nn.Sequential:
     return nn.Sequential(depthwise, total)
 
 
+class InstanceNormedConv(nn.Module):
+    """InstanceNorm (no affine) of a 1x1x1 conv's output. The norm removes each channel's mean, and the mean of a
+    1x1x1 conv's output is the conv of the input's mean: so the input is centred (fewer channels than the output)
+    and the conv's bias dropped; the variance is the L2 norm of the output, one reduction."""
+
+    def __init__(self, conv: nn.Conv3d, norm: nn.InstanceNorm3d) -> None:
+        super().__init__()
+        assert conv.kernel_size == (1, 1, 1) and not norm.affine and not norm.track_running_stats
+        self.conv = nn.Conv3d(conv.in_channels, conv.out_channels, 1, groups=conv.groups, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(conv.weight)
+        self.eps = norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = self.conv(x - x.mean((2, 3, 4), keepdim=True))
+        norm = torch.linalg.vector_norm(centred, dim=(2, 3, 4), keepdim=True)
+        return centred * torch.rsqrt(norm.square() / math.prod(x.shape[2:]) + self.eps)
+
+
 class ScaleAwareModulatorCF(nn.Module):
     def __init__(self, sam: ScaleAwareModulator) -> None:
         super().__init__()
         self.head_channels = sam.head_channels
         self.v, self.s, self.proj = linear_as_conv(sam.v), linear_as_conv(sam.s), linear_as_conv(sam.proj)
         self.local_convs = copy.deepcopy(sam.local_convs)
-        first, *rest = sam.mix
-        self.mix = nn.Sequential(interleaved_grouped_as_dense(first, len(sam.local_convs)), *copy.deepcopy(rest))
+        grouped, norm, *rest = sam.mix
+        self.mix = nn.Sequential(InstanceNormedConv(interleaved_grouped_as_dense(grouped, len(sam.local_convs)), norm),
+                                 *copy.deepcopy(rest))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v, s = self.v(x), self.s(x)
@@ -171,11 +232,10 @@ class DetailFeedForwardCF(nn.Module):
     def __init__(self, ffn: DetailFeedForward) -> None:
         super().__init__()
         self.fc1, self.fc2 = linear_as_conv(ffn.fc1), linear_as_conv(ffn.fc2)
-        self.dwconv = copy.deepcopy(ffn.dwconv)
+        self.dwconv = identity_folded(ffn.dwconv)  # h + dwconv(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x)
-        return self.fc2(F.gelu(h + self.dwconv(h)))
+        return self.fc2(F.gelu(self.dwconv(self.fc1(x))))
 
 
 class TransformerBlockCF(nn.Module):
@@ -219,7 +279,7 @@ def fold_decoder(decoder: LACBDecoder) -> LACBDecoder:
         lacb.gate = fold_conv_bn_relu6(lacb.gate)
     for up in folded.ups:
         up.conv = fold_conv_bn_relu6(up.conv)
-    folded.final_up = merge_transpose_and_classifier(decoder.final_up, decoder.classifier)
+    folded.final_up = PatchExpand(merge_transpose_and_classifier(decoder.final_up, decoder.classifier))
     folded.classifier = nn.Identity()
     return folded
 
