@@ -9,7 +9,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_flare.inference.geometry import VoxelGrid
-from nnunetv2_flare.labels import NUM_CLASSES
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 IRCADB_TO_FLARE = {449: 1, 451: 1, 453: 1, 465: 1, 481: 1, 193: 2, 385: 3, 513: 5, 33: 6, 129: 13}
@@ -24,21 +23,19 @@ def real_data(relative: str) -> Path:
 
 
 class LabelOracle:
-    """Returns one-hot logits of a reference label resampled (nearest neighbour, physical space) onto the grid it
-    is asked about. `binary`: background / foreground, as the locator predicts."""
+    """Returns the labels of a reference resampled (nearest neighbour, physical space) onto the grid it is asked
+    about. `binary`: background / foreground, as the locator predicts."""
 
-    def __init__(self, reference: sitk.Image, binary: bool = False, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, reference: sitk.Image, binary: bool = False) -> None:
         self.reference = sitk.Cast(reference, sitk.sitkUInt8)
-        self.binary, self.num_classes = binary, 2 if binary else num_classes
+        self.binary = binary
         self.grids: list[VoxelGrid] = []
 
     def __call__(self, x: np.ndarray, grid: VoxelGrid) -> np.ndarray:
         self.grids.append(grid)
-        labels = sitk.GetArrayFromImage(grid.resample(self.reference)).astype(np.int64)
+        labels = sitk.GetArrayFromImage(grid.resample(self.reference))
         assert labels.shape == tuple(x.shape[2:]), (labels.shape, x.shape)
-        if self.binary:
-            labels = (labels > 0).astype(np.int64)
-        return np.moveaxis(np.eye(self.num_classes, dtype=np.float32)[labels], -1, 0)[None]
+        return (labels > 0).astype(np.uint8) if self.binary else labels
 
 
 def map_labels(image: sitk.Image, mapping: dict[int, int]) -> sitk.Image:

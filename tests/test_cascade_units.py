@@ -110,20 +110,20 @@ def test_case_names_and_listing(tmp_path):
 
 
 class _AxisProbe(torch.nn.Module):
-    """Logits that encode the voxel's index along the network's first axis: checks the transposes."""
+    """Logits whose argmax is the voxel's index along the network's first axis: checks the transposes."""
 
     def forward(self, x):
         n = x.shape[2]
         ramp = torch.arange(n, dtype=torch.float32).view(1, 1, n, 1, 1).expand_as(x)
-        return torch.cat([ramp, -ramp], 1)
+        return torch.cat([-(ramp - c) ** 2 for c in range(n)], 1)
 
 
 def test_network_model_applies_transpose_forward_and_back():
     model = NetworkModel(_AxisProbe(), transpose_forward=(2, 0, 1))
     out = model(np.zeros((1, 1, 3, 4, 5), np.float32))
-    assert isinstance(out, np.ndarray) and out.shape == (1, 2, 3, 4, 5)
-    # the network's first axis is array axis 2 (x): the ramp must run along x
-    np.testing.assert_array_equal(out[0, 0, 1, 2], np.arange(5))
+    assert isinstance(out, np.ndarray) and out.shape == (3, 4, 5) and out.dtype == np.uint8
+    # the network's first axis is array axis 2 (x): the labels must count along x
+    np.testing.assert_array_equal(out, np.broadcast_to(np.arange(5), (3, 4, 5)))
 
 
 def test_load_phase_reads_plans_in_array_order(tmp_path):
@@ -136,14 +136,18 @@ def test_load_phase_reads_plans_in_array_order(tmp_path):
     # network order (32, 48, 16) with transpose_forward (2, 0, 1): array axis 2 is the network's first
     assert phase.patch_size == (48, 16, 32) and phase.spacing == (1.0, 2.0, 1.5)
     assert phase.normalization.lower < phase.normalization.upper
-    out = phase.model(np.zeros((1, 1, *phase.patch_size), np.float32))
-    assert out.shape == (1, 3, *phase.patch_size)
+    x = np.random.default_rng(0).standard_normal((1, 1, *phase.patch_size)).astype(np.float32)
+    out = phase.model(x)
+    assert out.shape == phase.patch_size and out.dtype == np.uint8
+    with torch.inference_mode():  # the network sees (z, y, x) permuted by transpose_forward, the labels come back
+        logits = phase.model.network(torch.from_numpy(x).permute(0, 1, 4, 2, 3))
+    np.testing.assert_array_equal(out, logits.argmax(1)[0].permute(1, 2, 0).numpy())
     with pytest.raises(FileNotFoundError, match="fold_all"):
         load_phase(folder, fold="all")
 
 
 def test_argmax_labels_equals_torch_argmax_including_ties() -> None:
-    from nnunetv2_flare.inference.sliding_window import argmax_labels
+    from nnunetv2_flare.inference.model_loading import argmax_labels
     g = torch.Generator().manual_seed(0)
     logits = torch.randint(-3, 4, (14, 9, 10, 11), generator=g).float()  # many exact ties
     expected = logits.argmax(0).to(torch.uint8).numpy()

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
-from nnunetv2_flare.networks.inference_graph import (ChannelLayerNorm, InstanceNormedConv, PatchExpand,
-                                                     build_inference_graph, fold_batchnorm, grouped_as_dense,
+from nnunetv2_flare.networks.inference_graph import (ArgmaxPatchExpand, ChannelLayerNorm, InstanceNormedConv,
+                                                     PatchExpand, build_inference_graph, fold_batchnorm, grouped_as_dense,
                                                      grouped_as_depthwise_and_sum, identity_folded,
                                                      interleaved_grouped_as_dense, merge_transpose_and_classifier)
 
@@ -100,6 +100,21 @@ def test_patch_expand_equals_the_transposed_conv(kernel) -> None:
         PatchExpand(nn.ConvTranspose3d(6, 5, 3, stride=2))
 
 
+@pytest.mark.parametrize("kernel", [(2, 2, 2), (1, 2, 2)])
+def test_argmax_patch_expand_equals_the_argmax_of_the_transposed_conv(kernel) -> None:
+    torch.manual_seed(0)
+    up = nn.ConvTranspose3d(6, 5, kernel, stride=kernel)
+    with torch.no_grad():  # integer weights and inputs: exact logits with many exact ties between classes
+        up.weight.copy_(torch.randint(-1, 2, up.weight.shape))
+        up.bias.zero_()
+    x = torch.randint(-1, 2, (2, 6, 3, 4, 5)).float()
+    expected = up(x)
+    assert (expected.max(1).values.unsqueeze(1) == expected).sum(1).gt(1).any(), "the test needs ties"
+    got = ArgmaxPatchExpand(up)(x)
+    assert got.dtype == torch.uint8 and got.shape == (2, *expected.shape[2:])
+    torch.testing.assert_close(got.long(), expected.argmax(1), rtol=0, atol=0)
+
+
 def test_identity_folded_into_a_depthwise_conv() -> None:
     torch.manual_seed(0)
     depthwise = nn.Conv3d(8, 8, 3, padding=1, groups=8)
@@ -138,6 +153,22 @@ def test_inference_graph_matches_the_network(shape) -> None:
         torch.testing.assert_close(graph(x), got)
 
 
-def test_other_networks_are_returned_as_they_are() -> None:
-    locator = FlareLocator(1, 2, features_per_stage=(8, 16, 32, 64), head_embed_dim=16, head_fuse_groups=16)
+def test_the_labels_graph_is_the_argmax_of_the_network() -> None:
+    torch.manual_seed(0)
+    net = FlareOrganNet(1, 14, **NARROW).eval()
+    _randomize_batchnorms(net)
+    x = torch.randn(1, 1, 16, 48, 32)
+    with torch.inference_mode():
+        logits, labels = build_inference_graph(net)(x), build_inference_graph(net, labels=True)(x)
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 16, 48, 32)
+    torch.testing.assert_close(labels.long(), logits.argmax(1), rtol=0, atol=0)
+
+
+def test_other_networks_are_returned_as_they_are_or_with_the_argmax() -> None:
+    locator = FlareLocator(1, 2, features_per_stage=(8, 16, 32, 64), head_embed_dim=16, head_fuse_groups=16).eval()
     assert build_inference_graph(locator) is locator
+    x = torch.randn(1, 1, 64, 64, 64)
+    with torch.inference_mode():
+        labels = build_inference_graph(locator, labels=True)(x)
+        torch.testing.assert_close(labels.long(), locator(x).argmax(1), rtol=0, atol=0)
+    assert labels.dtype == torch.uint8

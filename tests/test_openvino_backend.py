@@ -1,4 +1,4 @@
-"""The OpenVINO organ-network backend: same logits as PyTorch, a cache that is reused and never stale, and a clear
+"""The OpenVINO backend: same logits and labels as PyTorch, a cache that is reused and never stale, and a clear
 error when OpenVINO is missing. OpenVINO is part of the test extra, so these run in CI."""
 from __future__ import annotations
 
@@ -50,7 +50,25 @@ def test_missing_openvino_is_a_clear_error(monkeypatch) -> None:
         resolve_backend("openvino", "cpu")
 
 
-def test_openvino_logits_match_torch_and_the_cache_is_reused(models, monkeypatch) -> None:
+def test_openvino_logits_match_torch(models) -> None:
+    """The converted inference graph with logits out (what the labels model ends in the argmax of)."""
+    _, organs = models
+    network = load_phase(organs, backend="torch").model.network
+    x = torch.randn(1, 1, *SMALL["organ_patch_size"])
+    with torch.inference_mode():
+        expected = network(x).numpy()
+    compiled = openvino_backend.compile_on_cpu(
+        openvino_backend.convert(network, tuple(x.shape), labels=False), openvino_backend.compile_config())
+    got = compiled({0: x.numpy()})[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def same_share(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a == b).mean())
+
+
+def test_openvino_labels_match_torch_and_the_cache_is_reused(models, monkeypatch) -> None:
     _, organs = models
     torch_phase = load_phase(organs, backend="torch")
     ov_phase = load_phase(organs, backend="openvino")
@@ -62,8 +80,10 @@ def test_openvino_logits_match_torch_and_the_cache_is_reused(models, monkeypatch
     x = torch.randn(1, 1, *SMALL["organ_patch_size"]).numpy()
     expected = torch_phase.model(x)
     got = ov_phase.model(x)
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    assert got.shape == expected.shape == SMALL["organ_patch_size"] and got.dtype == np.uint8
+    assert len(np.unique(expected)) > 1
+    # random weights leave near-ties between classes, where float rounding may pick either
+    assert same_share(got, expected) >= 0.995
     with pytest.raises(ValueError, match="takes inputs of shape"):
         ov_phase.model(np.zeros((1, 1, 16, 32, 32), np.float32))
 
@@ -71,23 +91,24 @@ def test_openvino_logits_match_torch_and_the_cache_is_reused(models, monkeypatch
         raise AssertionError("converted again although the cache holds this checkpoint")
     monkeypatch.setattr(openvino_backend, "convert", no_conversion)
     again = load_phase(organs, backend="openvino")
-    np.testing.assert_allclose(again.model(x), got)
+    np.testing.assert_array_equal(again.model(x), got)
 
 
 def test_a_changed_checkpoint_is_converted_again(tmp_path) -> None:
     _, organs = write_random_cascade(tmp_path, "Dataset221_FLARE", tiny=True, **SMALL)
-    load_phase(organs, backend="openvino")
+    x = torch.randn(1, 1, *SMALL["organ_patch_size"]).numpy()
+    before = load_phase(organs, backend="openvino").model(x)
     checkpoint = organs / "fold_all" / "checkpoint_final.pth"
     data = torch.load(checkpoint, weights_only=False)
     for v in data["network_weights"].values():
         if v.is_floating_point():
-            v.add_(0.1)
+            v.add_(0.1 * torch.randn_like(v))
     torch.save(data, checkpoint)
     phase = load_phase(organs, backend="openvino")
     assert len(list((organs / "fold_all" / "openvino").glob("*.xml"))) == 2
-    x = torch.randn(1, 1, *SMALL["organ_patch_size"]).numpy()
     expected = load_phase(organs, backend="torch").model(x)
-    np.testing.assert_allclose(phase.model(x), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    assert same_share(phase.model(x), expected) >= 0.995
+    assert same_share(before, expected) < 0.9  # the stale model would have been caught
 
 
 def test_unwritable_model_folder_falls_back_to_the_user_cache(tmp_path, user_cache, monkeypatch) -> None:
@@ -180,4 +201,4 @@ def test_a_failing_kernel_cache_falls_back_to_compiling_without_it(models, monke
     phase = load_phase(organs, backend="openvino")
     assert len(cached_attempts) == 1  # the cache was tried first
     x = np.zeros((1, 1, *SMALL["organ_patch_size"]), np.float32)
-    assert phase.model(x).shape == (1, 14, *SMALL["organ_patch_size"])
+    assert phase.model(x).shape == SMALL["organ_patch_size"]

@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.model_loading import CTNormalization
+from nnunetv2_flare.inference.model_loading import CTNormalization, argmax_labels
 from nnunetv2_flare.labels import NUM_CLASSES
 
 NORM = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
@@ -21,8 +21,7 @@ class ArrayLocator:
     """Foreground where the normalized intensity is tissue (above -0.5, i.e. -100 HU), ignoring the geometry."""
 
     def __call__(self, x: np.ndarray, grid=None) -> np.ndarray:
-        fg = (x[0, 0] > -0.5).astype(np.float32)
-        return np.stack([1 - fg, fg])[None]
+        return (x[0, 0] > -0.5).astype(np.uint8)
 
 
 class ArrayOrganNet:
@@ -36,7 +35,7 @@ class ArrayOrganNet:
         levels = np.linspace(-1.0, 2.0, NUM_CLASSES, dtype=np.float32)
         logits = -(score[None] - levels[:, None, None, None]) ** 2
         logits[0] = np.where(v > -0.5, logits[0] - 10, logits[0] + 10)  # background outside tissue
-        return logits[None]
+        return argmax_labels(logits)
 
 
 def array_predictor(**options) -> FlareCascadePredictor:

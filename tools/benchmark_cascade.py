@@ -120,14 +120,13 @@ class FixedBoxLocator:
         self.model, self.box_mm, self.margin_mm = model, box_mm_xyz, margin_mm
 
     def __call__(self, x, grid):
-        logits = self.model(x, grid)
-        out = np.zeros_like(logits)
-        out[:, 0] = 1
+        self.model(x, grid)
+        out = np.zeros(x.shape[2:], np.uint8)
         sl = []
         for n, sp, mm in zip(grid.size[::-1], grid.spacing[::-1], self.box_mm[::-1]):
             k = min(n, max(1, round((mm - 2 * self.margin_mm) / sp)))  # the predictor adds the margin back
             sl.append(slice((n - k) // 2, (n - k) // 2 + k))
-        out[(0, 1, *sl)] = 2
+        out[tuple(sl)] = 1
         return out
 
 
@@ -195,25 +194,61 @@ def median_ratio(base: list[float], other: list[float]) -> float:
     return float(np.median(np.array(base) / np.array(other)))
 
 
+def logits_ir(model_folder: Path) -> Path:
+    """The fp32 OpenVINO model (inference graph, logits out) of the folder's fold_all checkpoint, converted once and
+    kept next to it. The cascade's cached model ends in the argmax."""
+    import openvino as ov
+    from nnunetv2_flare.inference.model_loading import load_phase
+    from nnunetv2_flare.inference.openvino_backend import convert
+    path = model_folder / "fold_all" / "study_logits.xml"
+    if not path.is_file():
+        phase = load_phase(model_folder, backend="torch")
+        assert len(set(phase.patch_size)) == 1, "a cubic patch: the same in array and network order"
+        ov.save_model(convert(phase.model.network, (1, 1, *phase.patch_size), labels=False), str(path),
+                      compress_to_fp16=False)
+    return path
+
+
 def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7) -> list[dict]:
-    """The organ network alone on one patch, per runtime, in this process. After one first pass each, the runtimes
-    take turns (`repeats` rounds, the order rotating every round) so that a noisy shared host slows them alike; the
-    speed-up is the median over rounds of torch's time over the runtime's time in the same round."""
+    """The organ network on one patch, per runtime, in this process, two ways: `logits` (the network alone: eager
+    PyTorch's training network, OpenVINO's inference graph) and `labels` (a tile's whole cost in the cascade, the
+    phase model: PyTorch's network + NumPy argmax, OpenVINO's graph ending in the argmax). After one first pass
+    each, all take turns (`repeats` rounds, the order rotating every round) so that a noisy shared host slows them
+    alike; the speed-up is the median over rounds of torch's time over the runtime's time in the same round, with
+    the same output."""
     import torch
     from nnunetv2_flare.inference.cascade import set_threads
     from nnunetv2_flare.inference.model_loading import load_phase
     set_threads(threads)
-    models, first = {}, {}
+    runners: dict[str, Callable[[], object]] = {}  # keyed "<setting> <output>"
+    first: dict[str, float] = {}
     for setting in settings:
         backend, precision = runtime(setting)
         phase = load_phase(m2, backend=backend, threads=threads, precision=precision)
         x = np.random.default_rng(0).standard_normal((1, 1, *phase.patch_size), dtype=np.float32)
-        t = time.perf_counter()
-        phase.model(x, None)
-        models[setting], first[setting] = phase.model, time.perf_counter() - t
-    times = take_turns({s: (lambda m=models[s]: m(x, None)) for s in settings}, repeats)
-    return [{"backend": s, "first_s": round(first[s], 3), "median_s": round(float(np.median(times[s])), 3),
-             "speedup_vs_torch": round(median_ratio(times[settings[0]], times[s]), 2)} for s in settings]
+        if backend == "torch":
+            network, xt = phase.model.network, torch.from_numpy(x)
+
+            def logits(network=network, xt=xt):
+                with torch.inference_mode():
+                    return network(xt)
+        else:
+            from nnunetv2_flare.inference.openvino_backend import compile_config, compile_on_cpu
+            request = compile_on_cpu(str(logits_ir(m2)), compile_config(precision, threads)).create_infer_request()
+            logits = (lambda request=request, x=x: request.infer({0: x}))
+        runners[f"{setting} logits"] = logits
+        runners[f"{setting} labels"] = (lambda m=phase.model, x=x: m(x, None))
+        for key in (f"{setting} logits", f"{setting} labels"):
+            t = time.perf_counter()
+            runners[key]()
+            first[key] = time.perf_counter() - t
+    times = take_turns(runners, repeats)
+    eager = times[f"{settings[0]} logits"]  # the eager network alone: the strictest baseline
+    return [{"backend": s, "output": out, "first_s": round(first[f"{s} {out}"], 3),
+             "median_s": round(float(np.median(times[f"{s} {out}"])), 3),
+             "speedup_vs_torch": round(median_ratio(times[f"{settings[0]} {out}"], times[f"{s} {out}"]), 2),
+             "speedup_vs_torch_network": round(median_ratio(eager, times[f"{s} {out}"]), 2)}
+            for out in ("logits", "labels") for s in settings]
 
 
 def label_agreement(a: Path, b: Path) -> float:
@@ -319,10 +354,11 @@ def main() -> None:
     smallest = min(args.sizes) if args.sizes else None
 
     patches = patch_latency(m2, backends, args.threads, args.patch_repeats)
-    print("\n| organ network, one 96^3 patch | first pass s | median s | speed-up vs torch eager fp32 |\n"
-          "|---|---|---|---|")
+    print("\n| organ network, one 96^3 patch | output | first pass s | median s | speed-up vs torch, same output | "
+          "vs torch's network alone (logits) |\n|---|---|---|---|---|---|")
     for r in patches:
-        print(f"| {r['backend']} | {r['first_s']} | {r['median_s']} | {r['speedup_vs_torch']}x |")
+        print(f"| {r['backend']} | {r['output']} | {r['first_s']} | {r['median_s']} | {r['speedup_vs_torch']}x | "
+              f"{r['speedup_vs_torch_network']}x |")
     print(flush=True)
 
     rows = []

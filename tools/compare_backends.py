@@ -24,6 +24,7 @@ from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.image_io import list_cases
+from nnunetv2_flare.inference.model_loading import argmax_labels
 
 
 def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
@@ -35,9 +36,9 @@ def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
 
 
 class Bf16Emulation:
-    """The torch organ model with weights and activations in bf16 (inputs and logits fp32): a pessimistic stand-in
-    for OpenVINO's bf16 on a CPU without native bf16, where OpenVINO cannot be asked for it. OpenVINO keeps
-    normalizations and softmax in fp32 and accumulates in fp32; here every op rounds to bf16."""
+    """The torch organ model with weights and activations in bf16 (inputs fp32, the argmax of its bf16 logits): a
+    pessimistic stand-in for OpenVINO's bf16 on a CPU without native bf16, where OpenVINO cannot be asked for it.
+    OpenVINO keeps normalizations and softmax in fp32 and accumulates in fp32; here every op rounds to bf16."""
 
     def __init__(self, model) -> None:
         self.model = model
@@ -47,7 +48,7 @@ class Bf16Emulation:
     def __call__(self, x: np.ndarray, grid=None) -> np.ndarray:
         m = self.model
         out = m.network(torch.from_numpy(x).to(torch.bfloat16).permute(m.forward_axes))
-        return out.permute(m.backward_axes).float().numpy()
+        return argmax_labels(out.permute(m.backward_axes)[0].float().numpy())
 
 
 def make_predictor(m1: Path, m2: Path, setting: str, overlap: float) -> FlareCascadePredictor:

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmark_cascade import median_ratio, take_turns  # tools/ is on the path when this script runs
+from benchmark_cascade import logits_ir, median_ratio, take_turns  # tools/ is on the path when this script runs
 
 KEEP_FP32 = ["GroupConvolution", "ConvolutionBackpropData", "ScaledDotProductAttention", "MatMul"]
 SCOPES = {  # name -> node-name patterns also kept fp32
@@ -65,12 +65,6 @@ def compile_model(core, model, threads: int):
     return core.compile_model(model, "CPU", config).create_infer_request()
 
 
-def ir_of(model_folder: Path) -> Path:
-    """The fp32 OpenVINO model of the folder's fold_all checkpoint (converted once, cached next to it)."""
-    from nnunetv2_flare.inference.model_loading import load_phase
-    return load_phase(model_folder, backend="openvino").model.model_file
-
-
 def print_turns(runners: dict[str, Callable[[], object]], repeats: int, title: str) -> None:
     """One warm-up call each, then the runners take turns; medians and the per-round ratio to the first runner."""
     for run in runners.values():
@@ -88,7 +82,7 @@ def paper_network(work: Path) -> Path:
 
 
 def int8_speed(core, organs: Path, threads: int, repeats: int) -> None:
-    fp32 = core.read_model(str(ir_of(organs)))
+    fp32 = core.read_model(str(logits_ir(organs)))
     x = np.random.default_rng(0).standard_normal((1, 1, 96, 96, 96)).astype(np.float32)
     requests = {"OpenVINO fp32": compile_model(core, fp32, threads)}
     for name, fp32_patterns in SCOPES.items():
@@ -105,7 +99,7 @@ def other_runtimes(core, organs: Path, threads: int, repeats: int, which: list[s
     torch.set_num_threads(threads)
     network = load_phase(organs, backend="torch").model.network
     x = torch.randn(1, 1, 96, 96, 96)
-    openvino = compile_model(core, core.read_model(str(ir_of(organs))), threads)
+    openvino = compile_model(core, core.read_model(str(logits_ir(organs))), threads)
     runners = {"PyTorch eager fp32": lambda: network(x), "OpenVINO fp32": lambda: openvino.infer({0: x.numpy()})}
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -139,7 +133,7 @@ def accuracy(core, demo: Path, threads: int, n_calibration: int, n_held_out: int
     held = max(1, len(identifiers) // 4)
     calibration = patches(folder, identifiers[:-held], config["patch_size"], n_calibration, seed=0)
     held_out = patches(folder, identifiers[-held:], config["patch_size"], n_held_out, seed=1)
-    fp32 = core.read_model(str(ir_of(organs)))
+    fp32 = core.read_model(str(logits_ir(organs)))
     reference = compile_model(core, fp32, threads)
     expected = [reference.infer({0: x})[0].argmax(1) for x in held_out]
     print(f"\n| demo organ network ({len(identifiers) - held} calibration cases, {n_calibration} patches; "

@@ -45,7 +45,7 @@ from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization,
 from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
 from nnunetv2_flare.inference.postprocessing import (foreground_bounds, keep_largest_component_per_label,
                                                      remove_small_components)
-from nnunetv2_flare.inference.sliding_window import argmax_labels, sliding_window_labels, tile_count
+from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (model_loading.py)
@@ -161,8 +161,8 @@ class FlareCascadePredictor:
                       locator_size: Sequence[int] = (128, 128, 128), organ_patch_size: Sequence[int] = (96, 96, 96),
                       organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), device: str = "cpu",
                       **options) -> "FlareCascadePredictor":
-        """Networks (nn.Modules, array order) or any `x, grid -> logits` callables on NumPy arrays, e.g. oracles
-        in tests."""
+        """Networks (nn.Modules, array order, logits out) or any `x, grid -> labels` callables on NumPy arrays
+        (see SegmentationModel), e.g. oracles in tests."""
         from torch import nn
 
         def wrap(m):
@@ -221,8 +221,7 @@ class FlareCascadePredictor:
         self.locator.normalization(x)
         watch.lap("locate_resize")
         grid = VoxelGrid.subgrid(image, *resize_offset_and_scale((0, 0, 0), array.shape, size), size)
-        logits = self.locator.model(x[None, None], grid)
-        foreground = argmax_labels(np.asarray(logits)[0]) > 0
+        foreground = np.asarray(self.locator.model(x[None, None], grid)) > 0
         watch.lap("locate_network")
         # the 20^3 rule, capped per axis at the axis length: a thin scan's abdomen spans its few slices
         side_voxels = math.prod(min(self.min_component_side, n) for n in array.shape)

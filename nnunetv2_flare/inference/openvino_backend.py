@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached mo
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("fp32", "bf16")
 OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
-GRAPH_VERSION = 3  # bump when networks/inference_graph.py changes what it computes or how it is laid out
+GRAPH_VERSION = 4  # bump when networks/inference_graph.py changes what it computes or how it is laid out
 
 
 def openvino_available() -> bool:
@@ -98,13 +98,14 @@ def _writable_folder(candidates: Sequence[Path]) -> Path | None:
     return None
 
 
-def convert(network: nn.Module, input_shape: Sequence[int]):
-    """An openvino.Model of the network's inference graph for one fixed input shape (1, 1, *patch)."""
+def convert(network: nn.Module, input_shape: Sequence[int], labels: bool = True):
+    """An openvino.Model of the network's inference graph for one fixed input shape (1, 1, *patch): its argmax
+    labels (uint8, 1 x *patch), or with `labels=False` its logits."""
     import openvino as ov
     import torch
     from nnunetv2_flare.networks.inference_graph import build_inference_graph
 
-    graph = build_inference_graph(network.eval())
+    graph = build_inference_graph(network.eval(), labels)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings about shape checks that are constant for a fixed shape
         return ov.convert_model(graph, example_input=torch.zeros(tuple(input_shape)))
@@ -139,6 +140,15 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
     return folder / f"{key}.xml"
 
 
+def compile_config(precision: str = "fp32", threads: int | None = None) -> dict:
+    """Latency mode, the precision pinned: left to itself OpenVINO picks bf16 on CPUs that have it, and the labels
+    would then depend on the machine without the user asking for it."""
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_TYPES[precision]}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 def compile_on_cpu(model, config: dict, compile_cache: Path | None = None):
     """core.compile_model on the CPU. With `compile_cache`, OpenVINO keeps the compiled kernels there and a later
     start skips compiling. Two processes starting on the same model at once (parallel predictions, -num_parts)
@@ -156,29 +166,26 @@ def compile_on_cpu(model, config: dict, compile_cache: Path | None = None):
 
 
 class OpenVINOModel:
-    """A compiled OpenVINO model as a phase model (`x, grid -> logits`, array order as read), fixed input shape."""
+    """A compiled OpenVINO model of a network's labels (`convert`) as a phase model (`x, grid -> labels`, array order
+    as read), fixed input shape."""
 
     def __init__(self, model, input_shape: Sequence[int], transpose_forward: Sequence[int] = (0, 1, 2),
                  threads: int | None = None, compile_cache: Path | None = None, precision: str = "fp32") -> None:
-        # the precision is always pinned: left to itself OpenVINO picks bf16 on CPUs that have it, and the labels
-        # would then depend on the machine without the user asking for it
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_TYPES[precision]}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = compile_on_cpu(model, config, compile_cache)
+        self.compiled = compile_on_cpu(model, compile_config(precision, threads), compile_cache)
         self.request = self.compiled.create_infer_request()
         self.model_file = Path(model) if isinstance(model, (str, os.PathLike)) else None  # the cached IR, if any
         effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.precision = {v: k for k, v in OV_TYPES.items()}.get(effective, effective)  # what OpenVINO computes in
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
+        self.forward_axes, backward = tensor_axes(transpose_forward)
+        self.spatial_backward_axes = tuple(a - 2 for a in backward[2:])
 
     def __call__(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
         x = np.transpose(np.asarray(x, dtype=np.float32), self.forward_axes)
         if tuple(x.shape) != self.input_shape:
             raise ValueError(f"this OpenVINO model takes inputs of shape {self.input_shape}; got {tuple(x.shape)}")
-        out = self.request.infer({0: np.ascontiguousarray(x)})[0]
-        return np.transpose(out, self.backward_axes)
+        labels = self.request.infer({0: np.ascontiguousarray(x)})[0]
+        return np.transpose(labels[0], self.spatial_backward_axes)
 
 
 def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path,
