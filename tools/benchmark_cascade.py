@@ -212,10 +212,10 @@ def logits_ir(model_folder: Path) -> Path:
 def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7) -> list[dict]:
     """The organ network on one patch, per runtime, in this process, two ways: `logits` (the network alone: eager
     PyTorch's training network, OpenVINO's inference graph) and `labels` (a tile's whole cost in the cascade, the
-    phase model: PyTorch's network + NumPy argmax, OpenVINO's graph ending in the argmax). After one first pass
-    each, all take turns (`repeats` rounds, the order rotating every round) so that a noisy shared host slows them
-    alike; the speed-up is the median over rounds of torch's time over the runtime's time in the same round, with
-    the same output."""
+    phase model: PyTorch's network + NumPy argmax, OpenVINO's graph ending in the argmax). After one first pass each
+    (`labels`' follows `logits`' in the same process: only the latter is a process's first), all take turns
+    (`repeats` rounds, the order rotating every round) so that a noisy shared host slows them alike; the speed-up is
+    the median over rounds of torch's time over the runtime's time in the same round, with the same output."""
     import torch
     from nnunetv2_flare.inference.cascade import set_threads
     from nnunetv2_flare.inference.model_loading import load_phase
