@@ -1,7 +1,7 @@
 """Both phases' networks on OpenVINO (optional extra: `pip install "nnunetv2-flare[openvino]"`).
 
 On a 2-core AMD EPYC (AVX2) the channels-first inference graph (networks/inference_graph.py), ending in the argmax,
-compiled by OpenVINO takes a 96^3 patch to its labels 2.0-2.2x as fast as eager PyTorch (tools/benchmark_cascade.py).
+compiled by OpenVINO takes a 96^3 patch to its labels ~2x as fast as eager PyTorch (tools/benchmark_cascade.py).
 Converting the network
 takes ~25 s, so the converted model (OpenVINO IR) is cached: next to the checkpoint (`fold_X/openvino/`) when that
 folder is writable, else in $NNUNETV2_FLARE_CACHE or ~/.cache/nnunetv2_flare. The cache key is the checkpoint's
