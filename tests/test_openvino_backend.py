@@ -64,6 +64,23 @@ def test_openvino_logits_match_torch(models) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
 
+def test_openvino_argmax_breaks_ties_like_torch() -> None:
+    """Exact ties (integer weights and inputs) go to the lower class, as torch.argmax and NumPy's argmax do."""
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(2, 6, 1, bias=False)
+    with torch.no_grad():
+        network.weight.copy_(torch.randint(-1, 2, network.weight.shape))
+    x = torch.randint(-2, 3, (1, 2, 4, 5, 6)).float()
+    with torch.inference_mode():
+        logits = network(x)
+    assert ((logits == logits.max(1, keepdim=True).values).sum(1) > 1).any(), "the test needs ties"
+    compiled = openvino_backend.compile_on_cpu(openvino_backend.convert(network, tuple(x.shape)),
+                                               openvino_backend.compile_config())
+    got = compiled({0: x.numpy()})[0]
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, logits.argmax(1).numpy())
+
+
 def same_share(a: np.ndarray, b: np.ndarray) -> float:
     return float((a == b).mean())
 
