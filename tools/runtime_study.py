@@ -61,8 +61,8 @@ def quantize(model, calibration: list[np.ndarray], fp32_patterns: list[str]):
 
 
 def compile_model(core, model, threads: int):
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-    return core.compile_model(model, "CPU", config).create_infer_request()
+    from nnunetv2_flare.inference.openvino_backend import compile_config
+    return core.compile_model(model, "CPU", compile_config("fp32", threads)).create_infer_request()
 
 
 def print_turns(runners: dict[str, Callable[[], object]], repeats: int, title: str) -> None:

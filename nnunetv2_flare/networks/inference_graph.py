@@ -115,11 +115,22 @@ class PatchExpand(nn.Module):
             bias = up.bias if up.bias is not None else torch.zeros(up.out_channels)
             self.conv.bias.copy_(bias.repeat_interleave(math.prod(up.kernel_size)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1x1 conv's output as (B, out_channels, kd, kh, kw, D, H, W)."""
         b, _, d, h, w = x.shape
-        kd, kh, kw = self.kernel_size
-        y = self.conv(x).reshape(b, self.out_channels, kd, kh, kw, d, h, w)
-        return y.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.out_channels, d * kd, h * kh, w * kw)
+        return self.conv(x).reshape(b, self.out_channels, *self.kernel_size, d, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depth_to_space(self.blocks(x))
+
+
+def depth_to_space(blocks: torch.Tensor) -> torch.Tensor:
+    """(..., kd, kh, kw, D, H, W) -> (..., D * kd, H * kh, W * kw): each voxel's kd x kh x kw block in place."""
+    n = blocks.dim()
+    kd, kh, kw, d, h, w = blocks.shape[-6:]
+    lead = list(range(n - 6))
+    return blocks.permute(*lead, n - 3, n - 6, n - 2, n - 5, n - 1, n - 4).reshape(
+        *blocks.shape[:-6], d * kd, h * kh, w * kw)
 
 
 class ArgmaxPatchExpand(PatchExpand):
@@ -132,11 +143,7 @@ class ArgmaxPatchExpand(PatchExpand):
         assert self.out_channels <= 256, "uint8 labels"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, d, h, w = x.shape
-        kd, kh, kw = self.kernel_size
-        y = self.conv(x).reshape(b, self.out_channels, kd * kh * kw * d * h * w)
-        labels = y.argmax(1).to(torch.uint8).reshape(b, kd, kh, kw, d, h, w)
-        return labels.permute(0, 4, 1, 5, 2, 6, 3).reshape(b, d * kd, h * kh, w * kw)
+        return depth_to_space(self.blocks(x).argmax(1).to(torch.uint8))
 
 
 class ArgmaxLabels(nn.Module):
