@@ -40,6 +40,7 @@ from nnunetv2_flare.inference.image_io import list_cases, read_image
 from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
 from nnunetv2_flare.inference.openvino_backend import check_precision, resolve_backend
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
+from nnunetv2_flare.inference.parts import select_part
 from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
                                                     SegmentationModel, load_phase)
 from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
@@ -270,18 +271,21 @@ class FlareCascadePredictor:
 
     # ------------------------------------------------------------------ batches
     def predict_files(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], output_folder: str | os.PathLike,
-                      overwrite: bool = False, report: str | os.PathLike | None = None) -> BatchResult:
+                      overwrite: bool = False, report: str | os.PathLike | None = None, num_parts: int = 1,
+                      part_id: int = 0) -> BatchResult:
         """Predict every case of `inputs` into `output_folder` as <case>.nii.gz.
 
         Existing outputs are kept unless `overwrite` (nnU-Net's --continue_prediction). A failing case is recorded
         and the others go on. `report`: a JSON file with each case's stage times, crop box, warnings, organ volumes.
+        `num_parts` / `part_id`: only this part of the cases (parts.py: nnU-Net's split, each case in one part).
         """
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
-        cases = list_cases(inputs)
+        cases = select_part(list_cases(inputs), num_parts, part_id)
         output_folder = prepare_output_folder(output_folder)  # one-line error before any work
         result = BatchResult()
-        result.report = {"settings": self.settings(), "cases": {}, "failed": {}}
+        result.report = {"settings": {**self.settings(), "num_parts": num_parts, "part_id": part_id},
+                         "cases": {}, "failed": {}}
         current: dict | None = None
         try:
             for case in tqdm(cases, desc="cases", disable=not self.progress):

@@ -13,7 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nnUNetv2_flare_predict",
         description="Segment the 13 FLARE abdominal organs with the two-phase cascade (locator at 128^3, organ "
-                    "network on the crop). Models: -d DATASET (folders under $nnUNet_results) or -m1/-m2.")
+                    "network on the crop). Models: -d DATASET (folders under $nnUNet_results) or -m1/-m2.",
+        allow_abbrev=False)  # a prefix must never be read as another option: -part_id is not -p art_id
     p.add_argument("-i", nargs="+", required=True, metavar="INPUT",
                    help="image file(s) (.nii.gz .nii .mha .nrrd), folder(s) of images, or DICOM series folder(s)")
     p.add_argument("-o", required=True, metavar="OUTPUT", help="output folder; one <case>.nii.gz (uint8) per case")
@@ -21,9 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", default="all", metavar="FOLD", help="fold to use (default: all)")
     p.add_argument("-tr1", default=LOCATOR_TRAINER, help=f"locator trainer (default {LOCATOR_TRAINER})")
     p.add_argument("-c1", default=LOCATOR_CONFIGURATION, help=f"locator configuration ({LOCATOR_CONFIGURATION})")
-    p.add_argument("-tr2", default=ORGAN_TRAINER, help=f"organ trainer (default {ORGAN_TRAINER})")
-    p.add_argument("-c2", default=ORGAN_CONFIGURATION,
-                   help=f"organ configuration (default {ORGAN_CONFIGURATION}; e.g. flare_organs_narrow)")
+    # nnU-Net's -tr / -c name the one network users change: here the organ network (the locator rarely changes)
+    p.add_argument("-tr2", "-tr", dest="tr2", default=ORGAN_TRAINER,
+                   help=f"organ trainer (default {ORGAN_TRAINER}); -tr is the same option")
+    p.add_argument("-c2", "-c", dest="c2", default=ORGAN_CONFIGURATION,
+                   help=f"organ configuration (default {ORGAN_CONFIGURATION}; e.g. flare_organs_narrow); -c is the "
+                        f"same option")
     p.add_argument("-p", default=PLANS, help=f"plans identifier (default {PLANS})")
     p.add_argument("-m1", metavar="LOCATOR_FOLDER", help="locator model folder (instead of -d)")
     p.add_argument("-m2", metavar="ORGAN_FOLDER", help="organ model folder (instead of -d)")
@@ -45,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orientation", default="LPS", metavar="CODE",
                    help="process every scan in this voxel orientation (LPS default, e.g. RAS; the models' training "
                         "orientation) and map the labels back; 'as_read' uses the array as stored")
+    p.add_argument("-num_parts", type=int, default=1,
+                   help="split the cases into this many parts, one per job (nnU-Net's rule: sorted names, every "
+                        "num_parts-th case); default 1")
+    p.add_argument("-part_id", type=int, default=0,
+                   help="which part this job predicts, 0..num_parts-1 (e.g. $SLURM_ARRAY_TASK_ID); default 0")
     p.add_argument("--disable_progress_bar", action="store_true")
     return p
 
@@ -61,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import SimpleITK as sitk
     from nnunetv2_flare.inference.batch_safety import prepare_output_folder, sigterm_as_interrupt
     from nnunetv2_flare.inference.orientation import orientation_matrix
+    from nnunetv2_flare.inference.parts import check_part
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
     orientation = None if args.orientation.lower() in ("as_read", "none") else args.orientation.upper()
@@ -74,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.margin_mm is not None:
         options["margin_mm"] = args.margin_mm
     try:
+        check_part(args.num_parts, args.part_id)
         if args.m1 or args.m2:
             if not (args.m1 and args.m2):
                 raise ValueError("give both -m1 LOCATOR_FOLDER and -m2 ORGAN_FOLDER (or -d DATASET).")
@@ -87,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
                                               device=args.device, threads=args.threads, backend=args.backend,
                                               precision=args.precision, **options)
-            result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report)
+            result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report,
+                                             num_parts=args.num_parts, part_id=args.part_id)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_flare_predict: {e}", file=sys.stderr)
         return 2

@@ -80,16 +80,20 @@ def write_random_cascade(results_folder: str | os.PathLike, dataset_name: str = 
                          organ_patch_size: Sequence[int] = (96, 96, 96),
                          organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), fold: str | int = "all",
                          organ_configuration: str = ORGAN_CONFIGURATION,
-                         transpose_forward: Sequence[int] = (0, 1, 2)) -> tuple[Path, Path]:
-    """Locator and organ folders under `<results_folder>/<dataset_name>/`; tiny=False: the paper's networks."""
+                         transpose_forward: Sequence[int] = (0, 1, 2), seed_offset: int = 0,
+                         labels: dict[str, int] | None = None) -> tuple[Path, Path]:
+    """Locator and organ folders under `<results_folder>/<dataset_name>/`; tiny=False: the paper's networks.
+    Calling it again with another `fold` (and `seed_offset`, so the folds differ) adds that fold. `labels`: the
+    organ model's dataset.json labels (default: the 13 FLARE organs)."""
     base = Path(results_folder) / dataset_name
     locator = write_random_model_folder(
         base / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}", dataset_name, LOCATOR_CONFIGURATION,
         "nnunetv2_flare.networks.FlareLocator", TINY_LOCATOR_KWARGS if tiny else PAPER_LOCATOR_KWARGS,
-        {"background": 0, "abdomen": 1}, locator_size, [1.0, 1.0, 1.0], fold, seed=1,
+        {"background": 0, "abdomen": 1}, locator_size, [1.0, 1.0, 1.0], fold, seed=1 + seed_offset,
         transpose_forward=transpose_forward)
     organs = write_random_model_folder(
         base / f"{ORGAN_TRAINER}__{PLANS}__{organ_configuration}", dataset_name, organ_configuration,
         "nnunetv2_flare.networks.FlareOrganNet", TINY_ORGAN_KWARGS if tiny else PAPER_ORGAN_KWARGS,
-        dataset_json_labels(), organ_patch_size, organ_spacing, fold, seed=2, transpose_forward=transpose_forward)
+        labels or dataset_json_labels(), organ_patch_size, organ_spacing, fold, seed=2 + seed_offset,
+        transpose_forward=transpose_forward)
     return locator, organs

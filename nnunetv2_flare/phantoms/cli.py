@@ -20,6 +20,7 @@ def _shape(value: str) -> float | str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_flare_make_phantoms",
+        allow_abbrev=False,  # a prefix of one option must never be read as another
         description="Write synthetic abdominal CTs with all 13 FLARE organ labels as an nnU-Net raw dataset "
                     "(DatasetXXX_FlarePhantoms: imagesTr, labelsTr, imagesTs, labelsTs, dataset.json).")
     parser.add_argument("-d", type=int, required=True, help="dataset id (e.g. 900 -> Dataset900_FlarePhantoms)")

@@ -99,6 +99,7 @@ def plan_and_preprocess(dataset_id: int, configurations: Sequence[str] = DEFAULT
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nnUNetv2_flare_plan_and_preprocess",
+        allow_abbrev=False,  # a prefix of one option must never be read as another
         description="Dataset fingerprint, FlarePlans (configurations flare_locator, flare_organs, "
                     "flare_organs_narrow) and preprocessing of the training data of both phases. Then train with "
                     "nnUNetv2_train DATASET flare_locator all -tr nnUNetTrainerFlareLocator -p FlarePlans (and "

@@ -41,6 +41,7 @@ def fine_tune_commands(dataset_name: str, model: Path, fold: str, checkpoint: st
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nnUNetv2_flare_pseudolabel",
+        allow_abbrev=False,  # a prefix of one option must never be read as another
         description="One pseudo-label round (paper Algorithm 1): predict every non-trusted training case with the "
                     "organ model (the cascade's Phase 2 on the crop of the case's current label), merge prediction "
                     "and label class by class with a fixed priority, write the result as the next round of "
