@@ -1,4 +1,8 @@
-"""`nnUNetv2_flare_evaluate -ref REF -pred PRED [-o summary.json] [-l 1 2 3 ...]`"""
+"""`nnUNetv2_flare_evaluate -ref REF -pred PRED [-o summary.json] [-l 1 2 3 ...]`: FLARE's DSC / NSD of a folder.
+
+The numbers are those of FLARE's official evaluation script (docs/evaluation.md); where the script has no answer
+or silently skips something, the command says so or gives a defined score (DELIBERATE_DIFFERENCES).
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +13,23 @@ from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders, format_
 from nnunetv2_flare.labels import FLARE_ORGANS
 
 
+DESCRIPTION = (
+    "FLARE's per-organ DSC and NSD of predicted label maps against reference label maps, computed as FLARE's "
+    "official evaluation script does (FLARE22/23/24): NSD is the surface Dice of Nikolov et al. (surface elements on "
+    "voxel corners weighted by their area, distance <= the organ's tolerance), NSD = 0 where DSC < 0.2, aorta / IVC "
+    "/ esophagus are scored on the reference's [first, last) labelled slices along the third array axis. The JSON "
+    "holds unrounded values; the table rounds to 4 decimals. Files are matched by name.")
+DELIBERATE_DIFFERENCES = (
+    "Deliberate differences from FLARE's script: a reference without a prediction is scored as an empty prediction "
+    "and listed (the script skips it); a prediction whose grid (size, spacing, origin, direction) differs from the "
+    "reference's is refused with a one-line error (the script scores the arrays regardless); an aorta / IVC / "
+    "esophagus labelled on a single reference slice is scored on that slice (the script crashes on its empty range). "
+    "Means are taken over unrounded values (the script rounds each value to 4 decimals).")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_flare_evaluate",
-        description="FLARE's per-organ DSC and NSD of predicted label maps against reference label maps. Files are "
-                    "matched by name; a missing prediction is scored as an empty one.")
+    parser = argparse.ArgumentParser(prog="nnUNetv2_flare_evaluate", description=DESCRIPTION,
+                                     epilog=DELIBERATE_DIFFERENCES)
     parser.add_argument("-ref", required=True, help="folder with the reference label maps")
     parser.add_argument("-pred", required=True, help="folder with the predicted label maps (same file names)")
     parser.add_argument("-o", default=None,

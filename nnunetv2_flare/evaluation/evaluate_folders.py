@@ -1,4 +1,11 @@
-"""Score a folder of predictions against a folder of reference label maps with FLARE's DSC and NSD."""
+"""Score a folder of predictions against a folder of reference label maps with FLARE's DSC and NSD.
+
+Per case the numbers are FLARE's official script's (metrics.py states the rules): images are read with SimpleITK and
+handed to the metric in nibabel's axis order with the header's 32-bit voxel size, as the script sees them.
+Deliberate differences at folder level (cli.DELIBERATE_DIFFERENCES): a reference without a prediction is scored as
+an empty prediction and listed, where the script skips it; a prediction on another grid is refused; predictions
+without a reference are ignored.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,11 +21,16 @@ from nnunetv2_flare.labels import FLARE_ORGANS, NSD_TOLERANCE_MM, Z_RANGE_RESTRI
 GEOMETRY_TOLERANCE = 1e-3
 
 
-def superior_inferior_array_axis(image: sitk.Image) -> int:
-    """The numpy array axis (of `sitk.GetArrayFromImage`) that runs closest to the patient's head-feet direction."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    index_axis = int(np.argmax(np.abs(direction[2])))  # row 2: the physical z component of each index axis
-    return 2 - index_axis
+def flare_array_and_spacing(image: sitk.Image) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A label image as FLARE's script sees it: the voxel array in nibabel's axis order (x, y, z) and the voxel size
+    as the NIfTI header stores it (32-bit floats: nibabel's `get_zooms()`, which FLARE's script uses)."""
+    if image.GetDimension() != 3:
+        raise ValueError(f"need a 3-d label image, got {image.GetDimension()}-d")
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # SimpleITK gives (z, y, x)
+    # SimpleITK hands the spacing as doubles; FLARE's script uses the header's 32-bit values (nibabel's zooms).
+    # Rounding to 32 bits keeps the two equal, so distances that equal a tolerance compare as in the script
+    spacing = tuple(float(s) for s in np.asarray(image.GetSpacing(), dtype=np.float32))
+    return array, spacing
 
 
 def _check_same_grid(ref: sitk.Image, pred: sitk.Image, name: str) -> None:
@@ -35,15 +47,14 @@ def _check_same_grid(ref: sitk.Image, pred: sitk.Image, name: str) -> None:
 def evaluate_files(ref_file: str | Path, pred_file: str | Path | None, labels: Sequence[int]) -> dict:
     """Scores of one case; `pred_file=None` (missing prediction) scores as an empty prediction."""
     ref_image = sitk.ReadImage(str(ref_file))
-    ref = sitk.GetArrayFromImage(ref_image)
+    ref, spacing = flare_array_and_spacing(ref_image)
     if pred_file is None:
-        pred = np.zeros_like(ref)
+        pred = np.zeros(ref.shape, np.uint8)
     else:
         pred_image = sitk.ReadImage(str(pred_file))
         _check_same_grid(ref_image, pred_image, Path(ref_file).name)
-        pred = sitk.GetArrayFromImage(pred_image)
-    scores = evaluate_case(ref, pred, ref_image.GetSpacing()[::-1], labels=labels,
-                           slice_axis=superior_inferior_array_axis(ref_image))
+        pred, _ = flare_array_and_spacing(pred_image)
+    scores = evaluate_case(ref, pred, spacing, labels=labels)
     return {"reference_file": str(ref_file), "prediction_file": None if pred_file is None else str(pred_file),
             "missing_prediction": pred_file is None, **scores}
 
@@ -82,7 +93,11 @@ def summarize(cases: list[dict], labels: Sequence[int]) -> dict:
         "rules": {
             "absent_in_both": "DSC = NSD = 1", "absent_in_one": "DSC = NSD = 0",
             "z_range_restricted": [FLARE_ORGANS[l] for l in Z_RANGE_RESTRICTED],
-            "nsd_zero_below_dsc": NSD_DSC_THRESHOLD, "missing_prediction": "scored as an empty prediction",
+            "z_range": "reference's [first, last) labelled slice along the third (nibabel) axis; "
+                       "the one slice where it is labelled on one slice only",
+            "nsd_zero_below_dsc": NSD_DSC_THRESHOLD,
+            "surface": "Nikolov et al. surface Dice: corner surface elements weighted by area, distance <= tolerance",
+            "missing_prediction": "scored as an empty prediction",
         },
         "num_cases": len(cases),
         "missing_predictions": [Path(c["reference_file"]).name for c in cases if c["missing_prediction"]],
