@@ -37,9 +37,13 @@ from nnunetv2_flare.inference.batch_safety import (claim_case, one_line, prepare
 from nnunetv2_flare.inference.geometry import (Box, VoxelGrid, box_from_coarse, resize_linear, resize_nearest,
                                                resize_offset_and_scale, working_shape)
 from nnunetv2_flare.inference.image_io import list_cases, read_image
+from nnunetv2_flare.inference.ensemble import parse_folds
 from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
 from nnunetv2_flare.inference.openvino_backend import check_precision, resolve_backend
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
+from nnunetv2_flare.inference.api_inputs import as_api_input, labels_as
+from nnunetv2_flare.inference.case_outputs import OutputOptions, output_targets, write_extras
+from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
 from nnunetv2_flare.inference.parts import select_part
 from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
                                                     SegmentationModel, load_phase)
@@ -69,6 +73,10 @@ class CascadeResult:
     notes: list[str] = field(default_factory=list)
     orientation: dict = field(default_factory=dict)
     organ_spacing_input_zyx: tuple[float, ...] | None = None  # the organ spacing along the input's array axes
+    statistics: dict | None = None  # per organ volume and HU statistics (statistics=True)
+    # the checked image and its labels in the processed orientation (previews); not part of the report
+    canonical_image: sitk.Image | None = field(default=None, repr=False, compare=False)
+    canonical_labels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_report(self) -> dict:
         spacing_zyx = self.labels.GetSpacing()[::-1]
@@ -83,6 +91,7 @@ class CascadeResult:
             "warnings": list(self.warnings),
             "notes": list(self.notes),
             "organ_volumes_ml": {k: round(v, 2) for k, v in self.organ_volumes_ml.items()},
+            **({"statistics": self.statistics} if self.statistics is not None else {}),
         }
 
 
@@ -124,26 +133,33 @@ def set_threads(threads: int | None) -> int:
 class FlareCascadePredictor:
     """One object per set of models, reusable across cases.
 
-    >>> predictor = FlareCascadePredictor(locator_folder, organ_folder, fold="all")
+    >>> predictor = FlareCascadePredictor(locator_folder, organ_folder, fold="all")   # or fold=[0, 1, 2, 3, 4]
     >>> labels = predictor.predict("case_0000.nii.gz")          # sitk.Image, uint8, the input's grid
+    >>> labels = predictor.predict(array_zyx, spacing=(0.8, 0.8, 2.5))   # NumPy in, NumPy out (or nibabel)
     >>> result = predictor.run(image)                           # labels + timings, crop box, warnings, volumes
     >>> predictor.predict_files(["imagesTs"], "predictions", report="report.json")
+    Options (keyword arguments): margin_mm, tile_min_overlap (1 - nnU-Net's step_size), orientation, roi_subset,
+    statistics, progress; see _configure.
     """
 
-    def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike, fold: str | int = "all",
+    def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike,
+                 fold: str | int | Sequence[str | int] = "all",
                  checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
-                 backend: str = "auto", precision: str = "fp32", **options) -> None:
+                 backend: str = "auto", precision: str = "fp32", tta: bool = False, **options) -> None:
         """`backend` runs both networks: 'torch', 'openvino' (CPU, optional extra), or 'auto' (OpenVINO when
         installed and the device is the CPU). `precision`: 'fp32' or 'bf16' (opt-in: OpenVINO on a CPU with native
         bf16; see the README's accuracy check; the locator stays fp32). With OpenVINO and both models converted (cached
-        at first use) torch is never imported."""
+        at first use) torch is never imported. `fold`: 'all', one fold, or several (both phases then average the
+        folds' class probabilities per tile, ensemble.py). `tta`: nnU-Net's mirroring (8 passes per tile and fold,
+        averaged the same way); off by default, as the paper's method runs without it."""
         n_threads = int(threads) if threads else available_cores()
         self.backend = resolve_backend(backend, device)
         check_precision(precision, self.backend)
         self._configure(load_phase(locator_folder, fold, checkpoint_name, device, backend=self.backend,
-                                   threads=n_threads),
+                                   threads=n_threads, tta=tta),
                         load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
-                                   threads=n_threads, precision=precision), **options)
+                                   threads=n_threads, precision=precision, tta=tta), **options)
+        self.folds, self.tta = list(parse_folds(fold)), tta
         set_threads(n_threads)  # after loading: a PyTorch model imports torch
 
     @classmethod
@@ -151,6 +167,7 @@ class FlareCascadePredictor:
                     **options) -> "FlareCascadePredictor":
         self = cls.__new__(cls)
         self.backend = "injected"
+        self.folds, self.tta = [], False
         if threads:
             set_threads(threads)
         self._configure(locator, organs, **options)
@@ -175,27 +192,44 @@ class FlareCascadePredictor:
 
     def _configure(self, locator: Phase, organs: Phase, margin_mm: float = DEFAULT_MARGIN_MM,
                    min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
-                   progress: bool = True, orientation: str | None = DEFAULT_ORIENTATION) -> None:
+                   progress: bool = True, orientation: str | None = DEFAULT_ORIENTATION,
+                   roi_subset: Sequence[str] | None = None, statistics: bool = False) -> None:
+        """`roi_subset`: organ names to keep (the others are set to background: TotalSegmentator's --roi_subset; the
+        networks still see every class, so the kept organs are the same as in a full prediction). `statistics`:
+        per organ volume and HU statistics in each result (organ_statistics.py)."""
         if organs.spacing is None:
             raise ValueError("the organ phase needs a target spacing")
         self.locator, self.organs = locator, organs
+        self.model_label_names: dict[int, str] = dict(organs.label_names or FLARE_ORGANS)  # id -> organ name
+        self.roi_subset = subset_ids(self.model_label_names, roi_subset) if roi_subset else None
+        self.label_names = {i: n for i, n in self.model_label_names.items()  # the labels this predictor writes
+                            if self.roi_subset is None or i in self.roi_subset}
+        self.statistics = bool(statistics)
         self.margin_mm, self.min_component_side = float(margin_mm), int(min_component_side)
         self.tile_min_overlap, self.progress = float(tile_min_overlap), progress
         self.orientation = orientation  # None: process the array as read
 
     # ------------------------------------------------------------------ single case
-    def predict(self, image_or_path: sitk.Image | str | os.PathLike) -> sitk.Image:
-        return self.run(image_or_path).labels
+    def predict(self, image, spacing: Sequence[float] | None = None, origin: Sequence[float] | None = None,
+                direction: Sequence[float] | None = None):
+        """Labels of one CT, in the kind it came as (api_inputs.py): a path or SimpleITK image -> SimpleITK image;
+        a nibabel image -> nibabel image; a NumPy array (z, y, x) with spacing=(x, y, z) -> NumPy array."""
+        given = as_api_input(image, spacing, origin, direction)
+        return labels_as(given.kind, self.run(given.image if given.image is not None else given.path).labels,
+                         given.original)
 
-    def run(self, image_or_path: sitk.Image | str | os.PathLike) -> CascadeResult:
+    def run(self, image_or_path, spacing: Sequence[float] | None = None, origin: Sequence[float] | None = None,
+            direction: Sequence[float] | None = None) -> CascadeResult:
+        """Labels (a SimpleITK image on the input's grid) and everything measured on the way. Inputs as
+        `predict`."""
         timings: dict[str, float] = {}
         watch = _Stopwatch(timings)
         start = watch.last
-        image = image_or_path if isinstance(image_or_path, sitk.Image) else read_image(image_or_path)
-        if not isinstance(image_or_path, sitk.Image):
+        given = as_api_input(image_or_path, spacing, origin, direction)
+        image = given.image if given.image is not None else read_image(given.path)
+        if given.path is not None:
             watch.lap("read")
-        name = image_or_path.name if isinstance(image_or_path, Path) else \
-            (os.path.basename(image_or_path) if isinstance(image_or_path, str) else "input")
+        name = given.path.name if given.path is not None else "input"
         prepared = prepare_input(image, self.orientation, name)
         image = prepared.image  # checked, repaired, canonical orientation; the input is no longer referenced here
         watch.lap("check_input")
@@ -203,17 +237,23 @@ class FlareCascadePredictor:
         warnings: list[str] = list(prepared.warnings)
         box, from_locator = self._locate(image, array, watch, warnings)
         crop_labels, wshape, n_patches = self._segment(image, array, box, watch)
+        if self.roi_subset is not None:
+            crop_labels[~np.isin(crop_labels, self.roi_subset)] = 0
         out = np.zeros(array.shape, dtype=np.uint8)
         out[box.slices] = crop_labels
         labels = prepared.labels_on_input_grid(out)
         voxel_ml = math.prod(image.GetSpacing()) / 1000.0
-        counts = np.bincount(crop_labels.ravel(), minlength=NUM_CLASSES)
-        volumes = {name: float(counts[i]) * voxel_ml for i, name in FLARE_ORGANS.items()}
+        counts = np.bincount(crop_labels.ravel(), minlength=max(self.model_label_names) + 1)
+        volumes = {name: float(counts[i]) * voxel_ml for i, name in self.label_names.items()}
         watch.lap("restore")
+        statistics = None
+        if self.statistics:  # inside the crop box: every labelled voxel is there
+            statistics = organ_statistics(array[box.slices], crop_labels, self.label_names, voxel_ml)
+            watch.lap("statistics")
         timings["total"] = time.perf_counter() - start
         return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape, n_patches, timings,
                              warnings, volumes, list(prepared.notes), prepared.report(),
-                             prepared.values_on_input(self.organs.spacing))
+                             prepared.values_on_input(self.organs.spacing), statistics, image, out)
 
     def _locate(self, image: sitk.Image, array: np.ndarray, watch: _Stopwatch,
                 warnings: list[str]) -> tuple[Box, bool]:
@@ -272,16 +312,24 @@ class FlareCascadePredictor:
     # ------------------------------------------------------------------ batches
     def predict_files(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], output_folder: str | os.PathLike,
                       overwrite: bool = False, report: str | os.PathLike | None = None, num_parts: int = 1,
-                      part_id: int = 0) -> BatchResult:
-        """Predict every case of `inputs` into `output_folder` as <case>.nii.gz.
+                      part_id: int = 0, outputs: OutputOptions | None = None) -> BatchResult:
+        """Predict every case of `inputs` into `output_folder` as <case>.nii.gz, or, for a single case, into the
+        file `output_folder` names when it ends like an image (`seg.nii.gz`; case_outputs.py).
 
         Existing outputs are kept unless `overwrite` (nnU-Net's --continue_prediction). A failing case is recorded
         and the others go on. `report`: a JSON file with each case's stage times, crop box, warnings, organ volumes.
         `num_parts` / `part_id`: only this part of the cases (parts.py: nnU-Net's split, each case in one part).
+        `outputs`: optional files next to each label file (split masks, preview, colour table, DICOM-SEG).
         """
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
-        cases = select_part(list_cases(inputs), num_parts, part_id)
+        outputs = outputs or OutputOptions()
+        all_cases = list_cases(inputs)
+        output_folder, targets = output_targets(all_cases, output_folder)
+        if outputs.output_type == "dicom_seg":
+            from nnunetv2_flare.inference.dicom_seg import check_dicom_inputs
+            check_dicom_inputs(all_cases)
+        cases = select_part(all_cases, num_parts, part_id)
         output_folder = prepare_output_folder(output_folder)  # one-line error before any work
         result = BatchResult()
         result.report = {"settings": {**self.settings(), "num_parts": num_parts, "part_id": part_id},
@@ -289,7 +337,7 @@ class FlareCascadePredictor:
         current: dict | None = None
         try:
             for case in tqdm(cases, desc="cases", disable=not self.progress):
-                target = case.output_path(output_folder)
+                target = targets[case.name]
                 current = {"input": str(case.path), "output": str(target)}
                 result.report["cases"][case.name] = current
                 if target.exists() and not overwrite:
@@ -305,7 +353,7 @@ class FlareCascadePredictor:
                             result.skipped.append(case.name)
                         else:
                             remove_case_temporaries(output_folder, target.name)
-                            self._predict_case(case, target, current, result)
+                            self._predict_case(case, target, current, result, outputs)
                 current = None
                 self._write_report(result.report, report)
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the writers removed their temporaries, claims are released
@@ -316,15 +364,16 @@ class FlareCascadePredictor:
             raise
         return result
 
-    def _predict_case(self, case, target: Path, entry: dict, result: BatchResult) -> None:
+    def _predict_case(self, case, target: Path, entry: dict, result: BatchResult, outputs: OutputOptions) -> None:
         try:
             started = time.perf_counter()
             case_result = self.run(case.path)
             t = time.perf_counter()
-            write_image_atomic(case_result.labels, target)
+            extras = write_extras(case_result, case, target, outputs, self.label_names)
+            write_image_atomic(case_result.labels, target)  # last: the label file marks a finished case
             case_result.timings["write"] = time.perf_counter() - t
             case_result.timings["total"] = time.perf_counter() - started
-            entry.update(status="done", **case_result.to_report())
+            entry.update(status="done", **case_result.to_report(), **extras)
             result.done.append(case.name)
             for warning in case_result.warnings:
                 tqdm.write(f"nnUNetv2_flare_predict: {case.name}: warning: {warning}")
@@ -352,6 +401,8 @@ class FlareCascadePredictor:
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
-                "orientation": self.orientation or "as read",
+                "orientation": self.orientation or "as read", "folds": self.folds, "tta": self.tta,
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
-                "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}
+                "roi_subset": [self.model_label_names[i] for i in self.roi_subset] if self.roi_subset else None,
+                "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
+                "labels": {str(i): name for i, name in self.label_names.items()}}

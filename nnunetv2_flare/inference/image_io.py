@@ -9,6 +9,8 @@ from typing import Iterable
 import SimpleITK as sitk
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+DICOM_FILE_ENDINGS = (".dcm", ".ima")  # a single slice given as input stands for its whole series
+SERIES_UID_TAG = "0020|000e"
 OUTPUT_ENDING = ".nii.gz"
 CHANNEL_SUFFIX = "_0000"  # nnU-Net's channel suffix of the (only) CT channel
 
@@ -16,7 +18,11 @@ CHANNEL_SUFFIX = "_0000"  # nnU-Net's channel suffix of the (only) CT channel
 @dataclass(frozen=True)
 class InputCase:
     name: str
-    path: Path  # an image file or a DICOM series folder
+    path: Path  # an image file, a DICOM series folder, or one DICOM file standing for its series
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.path.is_dir() or is_dicom_file(self.path)
 
     def output_path(self, output_folder: str | os.PathLike, ending: str = OUTPUT_ENDING) -> Path:
         return Path(output_folder) / f"{self.name}{ending}"
@@ -27,9 +33,26 @@ def image_ending(path: str | os.PathLike) -> str | None:
     return next((e for e in IMAGE_ENDINGS if name.endswith(e)), None)
 
 
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """A .dcm / .ima file, or a file of another name that starts with DICOM's preamble and 'DICM' (scanners and
+    PACS exports often name slices without an extension)."""
+    if str(path).lower().endswith(DICOM_FILE_ENDINGS):
+        return True
+    if image_ending(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def case_name(path: str | os.PathLike) -> str:
-    """nnU-Net's naming: `case_0000.nii.gz` and `case.nii.gz` -> `case`; a DICOM folder -> the folder's name."""
+    """nnU-Net's naming: `case_0000.nii.gz` and `case.nii.gz` -> `case`; a DICOM folder -> the folder's name; a DICOM
+    file -> its folder's name (the case is its series)."""
     path = Path(path)
+    if is_dicom_file(path):
+        return path.absolute().parent.name  # not resolve(): a linked slice belongs to the folder it is linked in
     ending = image_ending(path)
     name = path.name[: -len(ending)] if ending else path.name
     return name[: -len(CHANNEL_SUFFIX)] if name.endswith(CHANNEL_SUFFIX) else name
@@ -45,16 +68,35 @@ def is_dicom_folder(folder: str | os.PathLike) -> bool:
     return folder.is_dir() and bool(dicom_series(folder))
 
 
-def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
-    series = dicom_series(folder)
+def series_uid_of_file(path: str | os.PathLike) -> str:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    if not reader.HasMetaDataKey(SERIES_UID_TAG):
+        from nnunetv2_flare.inference.input_checks import InputRefused
+        raise InputRefused(f"{Path(path).name}: a DICOM file without a SeriesInstanceUID; give its series folder.")
+    return reader.GetMetaData(SERIES_UID_TAG).strip().rstrip("\x00")
+
+
+def dicom_series_files(path: str | os.PathLike) -> list[str]:
+    """The slice files of the series a DICOM folder holds (exactly one), or of the series of one DICOM file, sorted
+    by slice position as SimpleITK reads them (array index z = list index)."""
+    path = Path(path)
+    if path.is_file():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path.parent), series_uid_of_file(path)))
+    series = dicom_series(path)
     if not series:
-        raise FileNotFoundError(f"No DICOM series in {folder}: give a folder holding the slices of one series.")
+        raise FileNotFoundError(f"No DICOM series in {path}: give a folder holding the slices of one series.")
     if len(series) > 1:
         from nnunetv2_flare.inference.input_checks import InputRefused
-        raise InputRefused(f"{Path(folder).name} holds {len(series)} DICOM series ({', '.join(series)}); put each "
-                           f"series in its own folder.")
+        raise InputRefused(f"{path.name} holds {len(series)} DICOM series ({', '.join(series)}); put each "
+                           f"series in its own folder, or give one file of the series you want.")
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+
+
+def read_dicom_series(path: str | os.PathLike) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))  # sorted by slice position
+    reader.SetFileNames(dicom_series_files(path))
     return reader.Execute()
 
 
@@ -63,7 +105,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     from nnunetv2_flare.inference.input_checks import (InputRefused, check_file_complete, check_nifti_header_spacing,
                                                        read_failure_reason, to_single_channel_3d)
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and is_dicom_file(path)):
         try:
             image = read_dicom_series(path)
         except RuntimeError as e:  # ITK's multi-line text -> one line
@@ -81,12 +123,30 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
+def _dicom_folders_below(folder: Path) -> list[Path]:
+    """Every folder below `folder`, at any depth (study / series / ...), that holds DICOM slices itself."""
+    found, seen = [], {os.path.realpath(folder)}
+    for root, dirs, _ in os.walk(folder, followlinks=True):  # linked series folders count, as they did before
+        keep = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, d))
+            if not d.startswith(".") and real not in seen:  # a link back up must not loop
+                seen.add(real)
+                keep.append(d)
+        dirs[:] = keep
+        if Path(root) != folder and is_dicom_folder(root):
+            found.append(Path(root))
+    return found
+
+
 def _cases_in_folder(folder: Path) -> list[InputCase]:
+    """Image files directly inside (nnU-Net's flat folders), or the folder itself as one DICOM series, plus the DICOM
+    series folders below it at any depth, named by their path below `folder` (`study_series`)."""
     images = [InputCase(case_name(p), p) for p in sorted(folder.iterdir())
               if p.is_file() and image_ending(p) and not p.name.startswith(".")]
     if not images and is_dicom_folder(folder):
-        return [InputCase(folder.name, folder)]
-    return images + [InputCase(p.name, p) for p in sorted(folder.iterdir()) if p.is_dir() and is_dicom_folder(p)]
+        images = [InputCase(folder.name, folder)]
+    return images + [InputCase("_".join(p.relative_to(folder).parts), p) for p in _dicom_folders_below(folder)]
 
 
 def list_cases(inputs: Iterable[str | os.PathLike]) -> list[InputCase]:
@@ -97,9 +157,10 @@ def list_cases(inputs: Iterable[str | os.PathLike]) -> list[InputCase]:
     for item in inputs:
         path = Path(item)
         if path.is_file():
-            if not image_ending(path):
-                raise ValueError(f"{path}: unsupported file type; supported are {', '.join(IMAGE_ENDINGS)} files "
-                                 f"and DICOM series folders.")
+            if not image_ending(path) and not is_dicom_file(path):
+                raise ValueError(f"{path}: unsupported file type; supported are {', '.join(IMAGE_ENDINGS)} files, "
+                                 f"DICOM series folders and single DICOM files ({', '.join(DICOM_FILE_ENDINGS)}: "
+                                 f"their series).")
             cases.append(InputCase(case_name(path), path))
         elif path.is_dir():
             found = _cases_in_folder(path)

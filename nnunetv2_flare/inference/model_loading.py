@@ -90,14 +90,18 @@ class NetworkModel:
         self.network = network.to(self.device).eval()
         self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
 
-    def __call__(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
+    def logits(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
+        """(C, *spatial) float32 logits in the array order as read (for ensembles)."""
         import torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
             out = self.network(x.permute(self.forward_axes))
             if isinstance(out, (list, tuple)):  # deep supervision left on: full resolution comes first
                 out = out[0]
-            return argmax_labels(out.permute(self.backward_axes)[0].float().cpu().numpy())
+            return out.permute(self.backward_axes)[0].float().cpu().numpy()
+
+    def __call__(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
+        return argmax_labels(self.logits(x, grid))
 
 
 @dataclass
@@ -108,6 +112,13 @@ class Phase:
     spacing: tuple[float, float, float] | None  # array order as read; None: resize to patch_size (the locator)
     num_classes: int
     source: str = "injected"
+    label_names: dict[int, str] | None = None  # from the model's dataset.json; None: the FLARE organs
+
+
+def label_names(dataset_json: dict) -> dict[int, str]:
+    """Foreground label id -> name from an nnU-Net dataset.json (`labels: {"background": 0, "liver": 1, ...}`)."""
+    return {int(v): str(k) for k, v in sorted(dataset_json.get("labels", {}).items(), key=lambda kv: int(kv[1]))
+            if not isinstance(v, (list, tuple)) and int(v) != 0}
 
 
 def _to_array_order(values: Sequence, transpose_forward: Sequence[int]) -> tuple:
@@ -192,47 +203,61 @@ def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str
     return name
 
 
-def load_phase(model_folder: str | os.PathLike, fold: str | int = "all", checkpoint_name: str = CHECKPOINT,
-               device: str | torch.device = "cpu", configuration: str | None = None, backend: str = "torch",
-               threads: int | None = None, precision: str = "fp32") -> Phase:
+def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str | int] = "all",
+               checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu",
+               configuration: str | None = None, backend: str = "torch", threads: int | None = None,
+               precision: str = "fp32", tta: bool = False) -> Phase:
     """`backend`: 'torch' (eager fp32) or 'openvino' (CPU; the converted model is cached, see openvino_backend.py),
-    where `precision` is 'fp32' or 'bf16' (checked by openvino_backend.check_precision)."""
+    where `precision` is 'fp32' or 'bf16' (checked by openvino_backend.check_precision). `fold`: one fold ('all',
+    3) or several (an ensemble averaging their probabilities per tile, ensemble.py). `tta`: each fold also sees
+    the 7 mirrored copies of every tile (nnU-Net's mirroring), averaged in the same ensemble."""
+    from nnunetv2_flare.inference.ensemble import MIRROR_AXES, FoldEnsemble, Mirrored, parse_folds
+
     folder = Path(model_folder)
-    checkpoint_file = folder / fold_folder_name(fold) / checkpoint_name
-    for needed in (folder / "plans.json", folder / "dataset.json", checkpoint_file):
+    folds = parse_folds(fold)
+    checkpoint_files = [folder / fold_folder_name(f) / checkpoint_name for f in folds]
+    for needed in (folder / "plans.json", folder / "dataset.json", *checkpoint_files):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing: {folder} must be a trained nnU-Net model folder "
-                                    f"(plans.json, dataset.json, {fold_folder_name(fold)}/{checkpoint_name}). "
+                                    f"(plans.json, dataset.json, {needed.parent.name}/{checkpoint_name}). "
                                     f"Check -f / -chk, or train that fold first.")
     plans = json.loads((folder / "plans.json").read_text())
-    configuration = configuration or _configuration_name(folder, plans, checkpoint_file)
+    configuration = configuration or _configuration_name(folder, plans, checkpoint_files[0])
     config = resolve_configuration(plans, configuration)
     scheme = config["normalization_schemes"][0]
     if scheme != "CTNormalization":
         raise ValueError(f"{folder}: configuration {configuration} uses {scheme}; the cascade supports "
                          f"CTNormalization only.")
-    num_classes = number_of_classes(json.loads((folder / "dataset.json").read_text()))
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    num_classes = number_of_classes(dataset_json)
     transpose = plans.get("transpose_forward", [0, 1, 2])
     patch_size = [int(p) for p in config["patch_size"]]
+    labels_out = len(folds) == 1 and not tta  # one pass: labels straight out (OpenVINO's in-graph argmax)
 
-    def network() -> nn.Module:
-        import torch
-        net = build_network(config["architecture"], num_classes)
-        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-        net.load_state_dict(_clean_state_dict(checkpoint["network_weights"]))
-        return net
+    def fold_model(checkpoint_file: Path):
+        def network() -> nn.Module:
+            import torch
+            net = build_network(config["architecture"], num_classes)
+            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+            net.load_state_dict(_clean_state_dict(checkpoint["network_weights"]))
+            return net
 
-    if backend == "openvino":
-        from nnunetv2_flare.inference.openvino_backend import openvino_phase_model
-        model = openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads, precision)
-    else:
-        model = NetworkModel(network(), transpose, device)
-    return Phase(model=model,
+        if backend == "openvino":
+            from nnunetv2_flare.inference.openvino_backend import openvino_phase_model
+            return openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads, precision,
+                                        labels=labels_out)
+        return NetworkModel(network(), transpose, device)
+
+    members = [fold_model(c) for c in checkpoint_files]
+    if tta:
+        members = [Mirrored(m, axes) for m in members for axes in MIRROR_AXES]
+    return Phase(model=members[0] if labels_out else FoldEnsemble(members),
                  normalization=CTNormalization.from_intensity_properties(
                      plans["foreground_intensity_properties_per_channel"]["0"]),
                  patch_size=_to_array_order(patch_size, transpose),
                  spacing=_to_array_order([float(s) for s in config["spacing"]], transpose),
-                 num_classes=num_classes, source=str(checkpoint_file))
+                 num_classes=num_classes, source=", ".join(map(str, checkpoint_files)),
+                 label_names=label_names(dataset_json))
 
 
 def resolve_model_folders(dataset: str | int, locator_trainer: str = LOCATOR_TRAINER,

@@ -111,13 +111,15 @@ def convert(network: nn.Module, input_shape: Sequence[int], labels: bool = True)
         return ov.convert_model(graph, example_input=torch.zeros(tuple(input_shape)))
 
 
-def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, input_shape: Sequence[int]) -> Path:
+def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, input_shape: Sequence[int],
+                      labels: bool = True) -> Path:
     """The IR file of this checkpoint and shape, converting and caching it on first use. `network` builds the loaded
-    network; it is called only on a cache miss (a hit skips building and loading it)."""
+    network; it is called only on a cache miss (a hit skips building and loading it). `labels=False`: the graph
+    that returns logits (fold ensembles), cached under its own name."""
     import openvino as ov
 
     key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file), "x".join(map(str, input_shape[2:])),
-                    f"g{GRAPH_VERSION}", "ov" + ov.get_version().split("-")[0]])
+                    f"g{GRAPH_VERSION}", "ov" + ov.get_version().split("-")[0]] + ([] if labels else ["logits"]))
     folders = cache_folders(checkpoint_file)
     for folder in folders:
         if (folder / f"{key}.xml").is_file() and (folder / f"{key}.bin").is_file():
@@ -128,7 +130,7 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
                            f"set NNUNETV2_FLARE_CACHE or use --backend torch")
     print(f"nnUNetv2_flare: converting {checkpoint_file} to OpenVINO (once per checkpoint; the organ network takes "
           f"~30 s) -> {folder}", file=sys.stderr, flush=True)
-    model = convert(network(), input_shape)
+    model = convert(network(), input_shape, labels)
     tmp = folder / f".{key}.{os.getpid()}.tmp.xml"
     try:
         ov.save_model(model, str(tmp), compress_to_fp16=False)
@@ -167,7 +169,7 @@ def compile_on_cpu(model, config: dict, compile_cache: Path | None = None):
 
 class OpenVINOModel:
     """A compiled OpenVINO model of a network's labels (`convert`) as a phase model (`x, grid -> labels`, array order
-    as read), fixed input shape."""
+    as read), fixed input shape; or, converted with labels=False, of its logits (`.logits(x)`, ensemble members)."""
 
     def __init__(self, model, input_shape: Sequence[int], transpose_forward: Sequence[int] = (0, 1, 2),
                  threads: int | None = None, compile_cache: Path | None = None, precision: str = "fp32") -> None:
@@ -184,15 +186,24 @@ class OpenVINOModel:
         x = np.transpose(np.asarray(x, dtype=np.float32), self.forward_axes)
         if tuple(x.shape) != self.input_shape:
             raise ValueError(f"this OpenVINO model takes inputs of shape {self.input_shape}; got {tuple(x.shape)}")
-        labels = self.request.infer({0: np.ascontiguousarray(x)})[0]
-        return np.transpose(labels[0], self.spatial_backward_axes)
+        out = self.request.infer({0: np.ascontiguousarray(x)})[0][0]  # labels (*spatial) or logits (C, *spatial)
+        if out.ndim == len(self.spatial_backward_axes):
+            return np.transpose(out, self.spatial_backward_axes)
+        return np.transpose(out, (0, *[a + 1 for a in self.spatial_backward_axes]))
+
+    def logits(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
+        """(C, *spatial) float32 logits, array order as read, of a model converted with labels=False."""
+        out = self(x, grid)
+        if out.ndim != len(self.spatial_backward_axes) + 1:
+            raise RuntimeError("this OpenVINO model returns labels, not logits (convert it with labels=False)")
+        return out
 
 
 def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path,
                          patch_size_network_order: Sequence[int], transpose_forward: Sequence[int],
-                         threads: int | None = None, precision: str = "fp32") -> OpenVINOModel:
+                         threads: int | None = None, precision: str = "fp32", labels: bool = True) -> OpenVINOModel:
     input_shape = (1, 1, *[int(p) for p in patch_size_network_order])
-    path = cached_model_path(network, checkpoint_file, input_shape)
+    path = cached_model_path(network, checkpoint_file, input_shape, labels)
     compile_cache = path.parent / "compiled"
     try:
         compile_cache.mkdir(exist_ok=True)
