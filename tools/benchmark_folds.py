@@ -1,13 +1,15 @@
 """Cost of each extra fold in a fold ensemble (`nnUNetv2_flare_predict -f 0 1 ...`), per runtime.
 
 Two measurements, the paper's networks with random weights (folds 0, 1, 2 differ in their weights):
-1. one 96^3 patch through the organ phase model, in this process, for 1, 2 and 3 folds: the median of --repeats
-   passes after one warm-up pass. One fold is the labels-out model (OpenVINO: argmax in the graph); an ensemble runs
-   each fold's logits graph, softmax, the running mean and the argmax in NumPy;
-2. a whole real CT (`--case`, default the TotalSegmentator DICOM slab) through the cascade in this process, per fold
-   count: the 'segment_network' and 'total' stage times of the predictor's report (the locator ensembles too).
+1. one 96^3 patch through the organ phase model, in this process, for 1, 2 and 3 folds taking turns: the median
+   of --repeats rounds after one warm-up pass. One fold is the labels-out model (OpenVINO: argmax in the graph); an
+   ensemble runs each fold's logits graph, softmax, the running mean and the argmax in NumPy;
+2. for --case_backends, a whole real CT (`--case`, default the TotalSegmentator DICOM slab) through the cascade in
+   this process, per fold count: the 'segment_network' and 'total' stage times of the predictor's report (the
+   locator ensembles too; the first fold count's run includes OpenVINO's compile).
 
     python tools/benchmark_folds.py [--backends torch openvino] [--threads 2] [--repeats 5] [--folds 3]
+        [--case_backends openvino]
 
 OpenVINO's one-off conversions (one logits graph per fold and phase, ~30 s each for the organ network) happen before
 timing. Timings on a shared host vary; run it on an idle machine for numbers to quote.
@@ -28,15 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
 
 
-def patch_seconds(model, patch: tuple[int, ...], repeats: int) -> float:
+def patch_rounds(phases: dict[int, object], patch: tuple[int, ...], repeats: int) -> dict[int, float]:
+    """Median seconds of one patch per fold count; the fold counts take turns within each round, so that a busy
+    moment of a shared host spreads over all of them."""
     x = np.random.default_rng(0).normal(0, 1, (1, 1, *patch)).astype(np.float32)
-    model(x, None)  # first pass: compilation / allocation
-    times = []
+    for phase in phases.values():
+        phase.model(x, None)  # first pass: compilation / allocation
+    times: dict[int, list[float]] = {n: [] for n in phases}
     for _ in range(repeats):
-        t = time.perf_counter()
-        model(x, None)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for n, phase in phases.items():
+            t = time.perf_counter()
+            phase.model(x, None)
+            times[n].append(time.perf_counter() - t)
+    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -46,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--folds", type=int, default=3, help="measure 1..N folds (default 3)")
     p.add_argument("--case", default=str(REAL / "totalsegmentator" / "example_ct_dicom"))
+    p.add_argument("--case_backends", nargs="*", default=["openvino"],
+                   help="runtimes that also predict the whole case per fold count (default: openvino)")
     p.add_argument("--results", default=None, help="model folder to reuse (default: a new temporary one)")
     p.add_argument("--json", default=None, help="write the numbers to this JSON file")
     args = p.parse_args(argv)
@@ -65,19 +73,18 @@ def main(argv=None) -> int:
     organs = next(base.glob("*flare_organs"))
     rows = []
     for backend in args.backends:
+        phases = {n: load_phase(organs, list(range(n)), backend=backend, threads=args.threads)
+                  for n in range(1, args.folds + 1)}
+        patch = patch_rounds(phases, phases[1].patch_size, args.repeats)
+        del phases
         for n in range(1, args.folds + 1):
-            folds = list(range(n))
-            t = time.perf_counter()
-            phase = load_phase(organs, folds, backend=backend, threads=args.threads)
-            load_s = time.perf_counter() - t
-            patch_s = patch_seconds(phase.model, phase.patch_size, args.repeats)
-            predictor = FlareCascadePredictor(locator, organs, fold=folds, backend=backend, threads=args.threads,
-                                              progress=False)
-            predictor.run(args.case)  # warm-up: compile, caches
-            case = predictor.run(args.case)
-            row = {"backend": backend, "folds": n, "patch_s": round(patch_s, 3), "load_s": round(load_s, 1),
-                   "case_tiles": case.n_patches, "case_segment_network_s": round(case.timings["segment_network"], 2),
-                   "case_total_s": round(case.timings["total"], 2)}
+            row = {"backend": backend, "folds": n, "patch_s": round(patch[n], 3)}
+            if backend in args.case_backends:
+                predictor = FlareCascadePredictor(locator, organs, fold=list(range(n)), backend=backend,
+                                                  threads=args.threads, progress=False)
+                case = predictor.run(args.case)
+                row.update(case_tiles=case.n_patches, case_segment_network_s=round(case.timings["segment_network"], 2),
+                           case_total_s=round(case.timings["total"], 2))
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| runtime | folds | one 96^3 patch | per extra fold | whole case: organ network | total |")
@@ -86,8 +93,9 @@ def main(argv=None) -> int:
         mine = [r for r in rows if r["backend"] == backend]
         for r in mine:
             extra = "" if r["folds"] == 1 else f"+{(r['patch_s'] - mine[0]['patch_s']) / (r['folds'] - 1):.2f} s"
-            print(f"| {backend} | {r['folds']} | {r['patch_s']:.2f} s | {extra} | {r['case_segment_network_s']:.1f} s "
-                  f"({r['case_tiles']} tiles) | {r['case_total_s']:.1f} s |")
+            case = f"{r['case_segment_network_s']:.1f} s ({r['case_tiles']} tiles) | {r['case_total_s']:.1f} s" \
+                if "case_tiles" in r else "– | –"
+            print(f"| {backend} | {r['folds']} | {r['patch_s']:.2f} s | {extra} | {case} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
