@@ -30,6 +30,21 @@ class OutputFolderError(RuntimeError):
     """The output folder cannot be used; one line, said before any case is read."""
 
 
+def check_output_location(folder: str | os.PathLike) -> None:
+    """The checks of `prepare_output_folder` that need no write: run with the other checks, before any model loads,
+    so that a refused command leaves no folder behind."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        if existing == folder:
+            raise OutputFolderError(f"output {folder} exists and is not a folder; give a folder with -o.")
+        raise OutputFolderError(f"cannot create the output folder {folder} ({existing} is a file); give a folder "
+                                f"with -o.")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"the output folder {folder} cannot be created or written in ({existing} is not "
+                                f"writable); choose another -o or fix the permissions.")
+
+
 def prepare_output_folder(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     try:

@@ -45,6 +45,9 @@ from nnunetv2_flare.inference.api_inputs import as_api_input, labels_as
 from nnunetv2_flare.inference.case_outputs import OutputOptions, output_targets, write_extras
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
 from nnunetv2_flare.inference.parts import select_part
+from nnunetv2_flare.inference.predict_checks import check_report_path, prepare_report_folder
+from nnunetv2_flare.inference.report_merge import (drop_earlier_measurements, earlier_report, entry_for_case,
+                                                   start_report)
 from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
                                                     SegmentationModel, load_phase)
 from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
@@ -330,16 +333,21 @@ class FlareCascadePredictor:
             from nnunetv2_flare.inference.dicom_seg import check_dicom_inputs
             check_dicom_inputs(all_cases)
         cases = select_part(all_cases, num_parts, part_id)
+        if report:  # a report that cannot be written is found out now, not after the whole batch
+            check_report_path(report)
         output_folder = prepare_output_folder(output_folder)  # one-line error before any work
+        if report:
+            prepare_report_folder(report)
         result = BatchResult()
-        result.report = {"settings": {**self.settings(), "num_parts": num_parts, "part_id": part_id},
-                         "cases": {}, "failed": {}}
+        earlier, problem = earlier_report(report)  # resuming: the skipped cases keep their entries
+        if problem:
+            tqdm.write(f"nnUNetv2_flare_predict: warning: {problem}")
+        result.report = start_report({**self.settings(), "num_parts": num_parts, "part_id": part_id}, earlier)
         current: dict | None = None
         try:
             for case in tqdm(cases, desc="cases", disable=not self.progress):
                 target = targets[case.name]
-                current = {"input": str(case.path), "output": str(target)}
-                result.report["cases"][case.name] = current
+                current = entry_for_case(result.report, case.name, str(case.path), str(target))
                 if target.exists() and not overwrite:
                     current["status"] = "skipped: output exists (use --overwrite to predict again)"
                     result.skipped.append(case.name)
@@ -353,6 +361,7 @@ class FlareCascadePredictor:
                             result.skipped.append(case.name)
                         else:
                             remove_case_temporaries(output_folder, target.name)
+                            drop_earlier_measurements(current)
                             self._predict_case(case, target, current, result, outputs)
                 current = None
                 self._write_report(result.report, report)
