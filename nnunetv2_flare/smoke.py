@@ -4,12 +4,14 @@ A quick check that an installation works (torch, the networks, the CPU threads);
 """
 from __future__ import annotations
 
-import argparse
+import sys
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.labels import NUM_CLASSES
 from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
 
@@ -35,16 +37,21 @@ def run_smoke(threads: int | None = None, seed: int = 0) -> dict[str, float]:
     return timings
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = FlareArgumentParser(prog="nnUNetv2_flare_smoke", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args()
-    timings = run_smoke(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for k, v in timings.items():
-        print(f"  {k:<20} {v:7.2f}")
-    print("both networks built and ran on a generated volume")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        if args.threads is not None and args.threads < 1:
+            raise UsageError(f"--threads must be at least 1; got {args.threads}.")
+        timings = run_smoke(args.threads)
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        for k, v in timings.items():
+            print(f"  {k:<20} {v:7.2f}")
+        print("both networks built and ran on a generated volume")
+    return run_command(parser.prog, body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

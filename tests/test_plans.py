@@ -262,8 +262,9 @@ def test_non_ct_dataset_is_refused(tmp_path):
 
 def test_missing_environment_is_explained(monkeypatch):
     from nnunetv2_flare.planning.plan_and_preprocess import plan_and_preprocess
+    from nnunetv2_flare.cli_errors import UsageError
     monkeypatch.delenv("nnUNet_raw", raising=False)
-    with pytest.raises(RuntimeError, match="nnUNet_raw"):
+    with pytest.raises(UsageError, match="nnUNet_raw"):
         plan_and_preprocess(DATASET_ID)
 
 

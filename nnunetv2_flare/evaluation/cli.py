@@ -6,13 +6,17 @@ or silently skips something, the command says so or gives a defined score (DELIB
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Sequence
 
 from nnunetv2_flare.atomic_io import write_json_atomic
+from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders, format_table
 from nnunetv2_flare.labels import FLARE_ORGANS
 
 
+PROG = "nnUNetv2_flare_evaluate"
 DESCRIPTION = (
     "FLARE's per-organ DSC and NSD of predicted label maps against reference label maps, computed as FLARE's "
     "official evaluation script does (FLARE22/23/24): NSD is the surface Dice of Nikolov et al. (surface elements on "
@@ -28,8 +32,7 @@ DELIBERATE_DIFFERENCES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnUNetv2_flare_evaluate", description=DESCRIPTION,
-                                     epilog=DELIBERATE_DIFFERENCES)
+    parser = FlareArgumentParser(prog=PROG, description=DESCRIPTION, epilog=DELIBERATE_DIFFERENCES)
     parser.add_argument("-ref", required=True, help="folder with the reference label maps")
     parser.add_argument("-pred", required=True, help="folder with the predicted label maps (same file names)")
     parser.add_argument("-o", default=None,
@@ -38,16 +41,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"score only these organ ids (for partially labelled references); default all 13: "
                              f"{', '.join(f'{i} {n}' for i, n in FLARE_ORGANS.items())}")
     parser.add_argument("--file_ending", default=".nii.gz", help="file ending of the label maps (default .nii.gz)")
+    parser.add_argument("--disable_progress_bar", action="store_true",
+                        help="no progress bar (it is shown only on a terminal: in a log file its frames would "
+                             "appear as separate bars)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        summary = evaluate_folders(args.ref, args.pred, labels=args.l, file_ending=args.file_ending)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"nnUNetv2_flare_evaluate: {e}")
+    return run_command(PROG, lambda: _evaluate(args), usage_errors=(FileNotFoundError, ValueError))
+
+
+def _check_labels(labels: list[int] | None) -> None:
+    unknown = sorted(set(labels or ()) - set(FLARE_ORGANS))
+    if unknown:
+        raise UsageError(f"-l {' '.join(map(str, unknown))}: not FLARE organ ids; give ids among 1..{len(FLARE_ORGANS)}.")
+
+
+def _check_output(output: Path) -> None:
+    """Before the (long) scoring: the summary must have somewhere to go."""
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder; give the summary's file name, e.g. {output / 'summary.json'}.")
+    existing = next((p for p in output.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"-o {output}: {existing} is a file, so the summary's folder cannot be created.")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    _check_labels(args.l)
     output = Path(args.o) if args.o else Path(args.pred) / "summary_flare.json"
+    _check_output(output)
+    # a bar only on a terminal: tqdm's frames in a log file read as a second bar
+    progress = not args.disable_progress_bar and sys.stderr.isatty()
+    summary = evaluate_folders(args.ref, args.pred, labels=args.l, file_ending=args.file_ending, progress=progress)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(summary, output)
     print(format_table(summary))
@@ -58,4 +84,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -13,6 +14,7 @@ DICOM_FILE_ENDINGS = (".dcm", ".ima")  # a single slice given as input stands fo
 SERIES_UID_TAG = "0020|000e"
 OUTPUT_ENDING = ".nii.gz"
 CHANNEL_SUFFIX = "_0000"  # nnU-Net's channel suffix of the (only) CT channel
+CHANNEL_NAME = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net's <case>_<channel> file names
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,22 @@ def _cases_in_folder(folder: Path) -> list[InputCase]:
     return images + [InputCase("_".join(p.relative_to(folder).parts), p) for p in _dicom_folders_below(folder)]
 
 
+def _refuse_extra_channels(cases: list[InputCase]) -> None:
+    """`case_0001.nii.gz` next to `case_0000.nii.gz` is case's second channel in nnU-Net's naming, not a case of its
+    own; the models take one channel (CT), so such an input is a dataset made for another model: refuse it up front.
+    (`scan_0001.nii.gz` without a `scan_0000` is an ordinary case name and stays one.)"""
+    from nnunetv2_flare.cli_errors import UsageError
+
+    first_channels = {(c.path.parent, c.name) for c in cases
+                      if c.path.is_file() and c.path.name[: -len(image_ending(c.path) or "")].endswith(CHANNEL_SUFFIX)}
+    for c in cases:
+        match = CHANNEL_NAME.match(c.name)
+        if match and c.path.is_file() and (c.path.parent, match["case"]) in first_channels:
+            raise UsageError(f"{c.path}: channel {match['channel']} of case {match['case']} in nnU-Net's naming "
+                             f"(<case>_<channel>); the FLARE models take one channel, the CT ({match['case']}"
+                             f"{CHANNEL_SUFFIX}). Remove the other channels' files from the input.")
+
+
 def list_cases(inputs: Iterable[str | os.PathLike]) -> list[InputCase]:
     """Cases named by the inputs: image files, folders of images (and of DICOM series folders), DICOM folders.
 
@@ -169,6 +187,7 @@ def list_cases(inputs: Iterable[str | os.PathLike]) -> list[InputCase]:
             cases += found
         else:
             raise FileNotFoundError(f"Input {path} does not exist.")
+    _refuse_extra_channels(cases)
     seen: dict[str, Path] = {}
     for case in cases:
         if case.name in seen:

@@ -32,6 +32,9 @@ AIR_CHECK_PERCENTILE = 0.5
 AIR_CHECK_HU = -500.0  # a CT of a body has air (outside, lungs, bowel gas) in its lowest 0.5 %
 NOT_HU_MAX = 1000.0  # nothing negative but values this high: not HU (smaller ranges only get the no-air warning)
 OBLIQUE_WARNING_DEGREES = 1.0
+# a label map: whole numbers >= 0 and few of them (FLARE has 14, TotalSegmentator 118); a CT in HU has negative
+# values, and an 8-bit windowed CT uses (nearly) all 256 grey values
+MAX_LABEL_VALUES = 128
 SLAB = 16  # slices per chunk when scanning large float volumes (bounded temporary memory)
 SAMPLE_VOXELS = 2_000_000
 
@@ -233,6 +236,18 @@ def _sample(view: np.ndarray) -> np.ndarray:
     return np.asarray(view[::step, ::step, ::step], dtype=np.float32).ravel()
 
 
+def _refuse_label_map(image: sitk.Image, name: str, low: float, high: float) -> None:
+    """A segmentation in the input folder (labelsTr copied into imagesTs, an earlier output) must not be segmented
+    as if it were a CT: refuse it, naming what it looks like. Checked on a sample: cheap, and a label map's few
+    values show in any sample."""
+    values = np.unique(_sample(sitk.GetArrayViewFromImage(image)))
+    if len(values) > MAX_LABEL_VALUES or not np.array_equal(values, np.round(values)):
+        return
+    raise InputRefused(f"{name}: a label map, not a CT ({len(values)} distinct whole values {low:g}..{high:g}, "
+                       f"nothing negative); give the CT image (labels belong in labelsTr or are this command's "
+                       f"output), or move this file out of the input.")
+
+
 def check_intensities(image: sitk.Image, name: str = "input") -> tuple[sitk.Image, list[str], list[str]]:
     """(image, warnings, notes): non-finite voxels replaced, not-CT refused, padding set to air, compact dtype."""
     warnings: list[str] = []
@@ -247,6 +262,8 @@ def check_intensities(image: sitk.Image, name: str = "input") -> tuple[sitk.Imag
     low, high = stats.GetMinimum(), stats.GetMaximum()
     if low == high:
         raise InputRefused(f"{name}: every voxel has the value {low:g} (a constant image); nothing to segment.")
+    if low >= 0 and high < NOT_HU_MAX:
+        _refuse_label_map(image, name, low, high)
     if low >= -0.5 and high <= 1.5:
         raise InputRefused(f"{name}: values range {low:g}..{high:g}, a normalized image, not a CT in Hounsfield "
                            f"units (air -1000, water 0); give the original CT.")

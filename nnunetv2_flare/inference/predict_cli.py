@@ -5,23 +5,27 @@ import argparse
 import sys
 from typing import Sequence
 
+from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,
                                                ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
+from nnunetv2_flare.inference.predict_checks import check_arguments, check_paths, dataset_name_or_id
+
+PROG = "nnUNetv2_flare_predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nnUNetv2_flare_predict",
+    p = FlareArgumentParser(
+        prog=PROG,
         description="Segment the 13 FLARE abdominal organs with the two-phase cascade (locator at 128^3, organ "
                     "network on the crop). Models: -d DATASET (folders under $nnUNet_results) or -m1/-m2.",
-        allow_abbrev=False)  # a prefix must never be read as another option: -part_id is not -p art_id
+    )
     p.add_argument("-i", nargs="+", required=True, metavar="INPUT",
                    help="image file(s) (.nii.gz .nii .mha .nrrd), folder(s) of images, DICOM series folder(s) "
                         "(found at any depth: study/series), or one DICOM file (its whole series)")
     p.add_argument("-o", required=True, metavar="OUTPUT",
                    help="output folder: one <case>.nii.gz (uint8) per case; or, for a single input case, the label "
                         "file itself (e.g. -o seg.nii.gz; .nii.gz .nii .mha .nrrd)")
-    p.add_argument("-d", metavar="DATASET", help="dataset name or id, e.g. 220; models under $nnUNet_results")
+    p.add_argument("-d", metavar="DATASET", type=dataset_name_or_id, help="dataset name or id, e.g. 220; models under $nnUNet_results")
     p.add_argument("-f", nargs="+", default=["all"], metavar="FOLD",
                    help="fold(s): all (default), one fold, or several (e.g. -f 0 1 2 3 4): an ensemble that averages "
                         "the folds' class probabilities per tile in both phases (each extra fold costs one more "
@@ -91,40 +95,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parsed and checked arguments (no disk access): argparse's errors and `UsageError` are one line each."""
     args = build_parser().parse_args(argv)
-    if args.overwrite and args.continue_prediction:
-        print("nnUNetv2_flare_predict: --overwrite and --continue_prediction contradict each other; pick one.",
-              file=sys.stderr)
-        return 2
+    check_arguments(args)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: list[argparse.Namespace] = []  # filled once parsed: the Ctrl-C message names the output folder
+
+    def body() -> int:
+        args.append(parse_arguments(argv))
+        return _predict(args[0])
+
+    def interrupted() -> str:
+        where = f" in {args[0].o}" if args else ""
+        return (f"interrupted. Finished outputs{where} are complete and nothing half-written was left; run the same "
+                f"command again to predict the rest (finished cases are skipped).")
+
+    # FileNotFoundError (models, checkpoints) and RuntimeError (nnUNet_results unset, output folder, backend) are
+    # the library's one-line refusals; ValueError is mapped inside _predict
+    return run_command(PROG, body, usage_errors=(FileNotFoundError, RuntimeError), interrupted=interrupted)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Checks on the paths, models, folders, then the batch; every refusal before the first case."""
+    check_paths(args)
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.inference.model_loading import resolve_model_folders
 
     import SimpleITK as sitk
     from nnunetv2_flare.inference.batch_safety import prepare_output_folder, sigterm_as_interrupt
-    from nnunetv2_flare.inference.orientation import orientation_matrix
-    from nnunetv2_flare.inference.case_outputs import OutputOptions, check_request, output_folder_of
-    from nnunetv2_flare.inference.parts import check_part
+    from nnunetv2_flare.inference.case_outputs import OutputOptions, output_folder_of
+    from nnunetv2_flare.inference.predict_checks import prepare_report_folder
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
     orientation = None if args.orientation.lower() in ("as_read", "none") else args.orientation.upper()
-    try:
-        if orientation:
-            orientation_matrix(orientation)
-    except ValueError as e:
-        print(f"nnUNetv2_flare_predict: --orientation: {e}", file=sys.stderr)
-        return 2
-    if args.statistics and not args.report:
-        print("nnUNetv2_flare_predict: --statistics goes into the JSON report: add --report report.json.",
-              file=sys.stderr)
-        return 2
-    if args.tta and args.disable_tta:
-        print("nnUNetv2_flare_predict: --tta and --disable_tta contradict each other; pick one.", file=sys.stderr)
-        return 2
-    if args.step_size is not None and not 0 < args.step_size <= 1:
-        print(f"nnUNetv2_flare_predict: -step_size must be in (0, 1] (a fraction of the patch); got "
-              f"{args.step_size}.", file=sys.stderr)
-        return 2
     options = {"progress": not args.disable_progress_bar, "orientation": orientation}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size
@@ -134,35 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["statistics"] = True
     if args.margin_mm is not None:
         options["margin_mm"] = args.margin_mm
+    outputs = OutputOptions(split_masks=args.split_masks, preview=args.preview, color_table=args.color_table,
+                            output_type=args.output_type)
+    if args.m1:
+        locator, organs = args.m1, args.m2
+    else:
+        locator, organs = resolve_model_folders(args.d, args.tr1, args.c1, args.tr2, args.c2, args.p)
     try:
-        check_part(args.num_parts, args.part_id)
-        outputs = OutputOptions(split_masks=args.split_masks, preview=args.preview, color_table=args.color_table,
-                                output_type=args.output_type)
-        check_request(args.i, args.o, outputs)
-        if args.m1 or args.m2:
-            if not (args.m1 and args.m2):
-                raise ValueError("give both -m1 LOCATOR_FOLDER and -m2 ORGAN_FOLDER (or -d DATASET).")
-            locator, organs = args.m1, args.m2
-        elif args.d:
-            locator, organs = resolve_model_folders(args.d, args.tr1, args.c1, args.tr2, args.c2, args.p)
-        else:
-            raise ValueError("name the models: -d DATASET (with $nnUNet_results set) or -m1 ... -m2 ...")
-        prepare_output_folder(output_folder_of(args.o))  # a bad -o fails in one line before the models load
         with sigterm_as_interrupt():
             predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
                                               device=args.device, threads=args.threads, backend=args.backend,
                                               precision=args.precision, tta=args.tta, **options)
+            # folders only now: a refused command (bad models, folds, device) leaves nothing behind
+            prepare_output_folder(output_folder_of(args.o))
+            if args.report:
+                prepare_report_folder(args.report)
             result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report,
                                              num_parts=args.num_parts, part_id=args.part_id, outputs=outputs)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"nnUNetv2_flare_predict: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"nnUNetv2_flare_predict: interrupted. Finished outputs in {args.o} are complete and nothing "
-              f"half-written was left; run the same command again to predict the rest (finished cases are "
-              f"skipped).", file=sys.stderr)
-        return 130
-    print(f"nnUNetv2_flare_predict: {len(result.done)} predicted, {len(result.skipped)} kept (output existed), "
+    except ValueError as e:  # the predictor's own checks (folds, precision, roi names) are misuse too
+        raise UsageError(str(e)) from None
+    print(f"{PROG}: {len(result.done)} predicted, {len(result.skipped)} kept (output existed), "
           f"{len(result.failed)} failed -> {args.o}")
     for name, error in result.failed.items():
         print(f"  FAILED {name}: {error}", file=sys.stderr)

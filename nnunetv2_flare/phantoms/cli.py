@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from typing import Sequence
+
+from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 
 from nnunetv2_flare.phantoms.dataset import write_phantom_dataset
 from nnunetv2_flare.phantoms.scan import FOVS, SHAPES
+
+
+PROG = "nnUNetv2_flare_make_phantoms"
 
 
 def _shape(value: str) -> float | str:
@@ -18,9 +25,8 @@ def _shape(value: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_flare_make_phantoms",
-        allow_abbrev=False,  # a prefix of one option must never be read as another
+    parser = FlareArgumentParser(
+        prog=PROG,
         description="Write synthetic abdominal CTs with all 13 FLARE organ labels as an nnU-Net raw dataset "
                     "(DatasetXXX_FlarePhantoms: imagesTr, labelsTr, imagesTs, labelsTs, dataset.json).")
     parser.add_argument("-d", type=int, required=True, help="dataset id (e.g. 900 -> Dataset900_FlarePhantoms)")
@@ -37,15 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command(PROG, lambda: _make(args), usage_errors=(RuntimeError, ValueError))
+
+
+def _make(args: argparse.Namespace) -> None:
+    for flag, value, least in (("-n", args.n, 1), ("-t", args.t, 0), ("-np", args.np, 1)):
+        if value < least:
+            raise UsageError(f"{flag} must be at least {least}; got {value}.")
     start = time.perf_counter()
-    try:
-        folder = write_phantom_dataset(args.d, args.n, args.t, args.seed, args.o, args.shape, args.fov, args.np)
-    except (RuntimeError, ValueError) as e:
-        raise SystemExit(f"nnUNetv2_flare_make_phantoms: {e}")
+    folder = write_phantom_dataset(args.d, args.n, args.t, args.seed, args.o, args.shape, args.fov, args.np)
     print(f"wrote {args.n} training and {args.t} test phantoms to {folder} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,32 +6,27 @@ nnU-Net's fingerprint extraction, this package's planner and this package's prep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
-from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import atomic_write
+from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, write_abdomen_references
-from nnunetv2_flare.planning.flare_planner import FlarePlanner, require_single_ct_channel
+from nnunetv2_flare.planning.dataset_checks import check_dataset, read_dataset_json
+from nnunetv2_flare.planning.flare_planner import FlarePlanner
 from nnunetv2_flare.planning.preprocessors import FlareLocatorPreprocessor, training_preprocessor_class
 from nnunetv2_flare.planning.templates import DEFAULT_CONFIGURATIONS, FLARE_PLANS_IDENTIFIER
 
-
-def _require_env(*names: str) -> None:
-    missing = [n for n in names if not os.environ.get(n)]
-    if missing:
-        raise RuntimeError(f"set the environment variable(s) {', '.join(missing)} (nnU-Net's folders: raw data, "
-                           f"preprocessed data, results) before planning; see nnU-Net's documentation/"
-                           f"setting_up_paths.md")
+PROG = "nnUNetv2_flare_plan_and_preprocess"
 
 
 def copy_references(dataset_name: str, show_progress: bool = True) -> Path:
@@ -40,7 +35,7 @@ def copy_references(dataset_name: str, show_progress: bool = True) -> Path:
     raw = Path(os.environ["nnUNet_raw"]) / dataset_name
     target = Path(os.environ["nnUNet_preprocessed"]) / dataset_name / "gt_segmentations"
     target.mkdir(parents=True, exist_ok=True)
-    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json = read_dataset_json(raw)
     dataset = get_filenames_of_train_images_and_targets(str(raw), dataset_json)
     for case, files in tqdm(sorted(dataset.items()), desc="Copying references", disable=not show_progress):
         src, dst = Path(files["label"]), target / f"{case}{dataset_json['file_ending']}"
@@ -55,12 +50,9 @@ def plan_and_preprocess(dataset_id: int, configurations: Sequence[str] = DEFAULT
                         verbose: bool = False) -> Path:
     """Fingerprint (reused unless `clean`), FlarePlans.json, and the preprocessed training data of
     `configurations`. Returns the plans file."""
-    _require_env("nnUNet_raw", "nnUNet_preprocessed")
     if num_processes < 1:
-        raise ValueError(f"num_processes must be at least 1, got {num_processes}")
-    dataset_name = convert_id_to_dataset_name(dataset_id)
-    raw_dataset_json = json.loads((Path(os.environ["nnUNet_raw"]) / dataset_name / "dataset.json").read_text())
-    require_single_ct_channel(raw_dataset_json, dataset_name)  # before the (slow) fingerprint
+        raise UsageError(f"-np must be at least 1, got {num_processes}")
+    dataset_name = check_dataset(dataset_id)  # every refusal before the (slow) fingerprint writes anything
     print(f"Fingerprint of {dataset_name}")
     extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
                                 check_dataset_integrity=verify_dataset_integrity, clean=clean, verbose=verbose)
@@ -69,7 +61,7 @@ def plan_and_preprocess(dataset_id: int, configurations: Sequence[str] = DEFAULT
     plans_manager = PlansManager(str(planner.plans_file))
     unknown = [c for c in configurations if c not in plans_manager.available_configurations]
     if unknown:
-        raise ValueError(f"unknown configuration(s) {unknown}; {FLARE_PLANS_IDENTIFIER} has "
+        raise UsageError(f"unknown configuration(s) {unknown}; {FLARE_PLANS_IDENTIFIER} has "
                          f"{plans_manager.available_configurations}")
     if not preprocess:
         return planner.plans_file
@@ -97,9 +89,8 @@ def plan_and_preprocess(dataset_id: int, configurations: Sequence[str] = DEFAULT
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nnUNetv2_flare_plan_and_preprocess",
-        allow_abbrev=False,  # a prefix of one option must never be read as another
+    p = FlareArgumentParser(
+        prog=PROG,
         description="Dataset fingerprint, FlarePlans (configurations flare_locator, flare_organs, "
                     "flare_organs_narrow) and preprocessing of the training data of both phases. Then train with "
                     "nnUNetv2_train DATASET flare_locator all -tr nnUNetTrainerFlareLocator -p FlarePlans (and "
@@ -123,13 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for dataset_id in args.d:
-        plans_file = plan_and_preprocess(dataset_id, args.c, args.np, args.verify_dataset_integrity, args.clean,
-                                         args.overwrite_plans, not args.no_pp, args.verbose)
-        print(f"Done: {plans_file}")
+
+    def body() -> None:
+        if args.np < 1:
+            raise UsageError(f"-np must be at least 1, got {args.np}")
+        for dataset_id in args.d:  # all datasets checked before the first one is planned
+            check_dataset(dataset_id)
+        for dataset_id in args.d:
+            plans_file = plan_and_preprocess(dataset_id, args.c, args.np, args.verify_dataset_integrity, args.clean,
+                                             args.overwrite_plans, not args.no_pp, args.verbose)
+            print(f"Done: {plans_file}")
+    return run_command(PROG, body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,6 +5,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
+
+from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset
@@ -13,13 +16,28 @@ from nnunetv2_flare.pseudolabel.rounds import describe_rounds
 from nnunetv2_flare.pseudolabel.run_round import format_report, read_trusted_cases, run_pseudolabel_round
 
 
+PROG = "nnUNetv2_flare_pseudolabel"
+
+
 def _dataset_folders(dataset: str) -> tuple[Path, Path]:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    """nnUNet_raw / nnUNet_preprocessed folders of a dataset id or name; a one-line refusal if there is none (nnU-Net's
+    own lookup raises a multi-line RuntimeError that lists every folder variable)."""
     missing = [v for v in ("nnUNet_raw", "nnUNet_preprocessed") if not os.environ.get(v)]
     if missing:
-        raise DatasetStateError(f"{' and '.join(missing)} not set: export them (nnU-Net's dataset folders) first")
-    name = maybe_convert_to_dataset_name(dataset)
-    return Path(os.environ["nnUNet_raw"]) / name, Path(os.environ["nnUNet_preprocessed"]) / name
+        raise UsageError(f"{' and '.join(missing)} not set: export them (nnU-Net's dataset folders) first")
+    raw_root = Path(os.environ["nnUNet_raw"])
+    if dataset.isdigit():
+        matches = sorted(p.name for p in raw_root.glob(f"Dataset{int(dataset):03d}_*") if p.is_dir())
+        if len(matches) != 1:
+            found = "no dataset" if not matches else f"{len(matches)} datasets ({', '.join(matches)})"
+            raise UsageError(f"-d {dataset}: {found} with id {int(dataset)} in nnUNet_raw={raw_root}; give the id "
+                             f"or name of one dataset there.")
+        name = matches[0]
+    elif dataset.startswith("Dataset"):
+        name = dataset
+    else:
+        raise UsageError(f"-d {dataset}: give a dataset id like 220 or a name like Dataset220_FLARE.")
+    return raw_root / name, Path(os.environ["nnUNet_preprocessed"]) / name
 
 
 def fine_tune_commands(dataset_name: str, model: Path, fold: str, checkpoint: str, round_: int) -> str:
@@ -39,9 +57,8 @@ def fine_tune_commands(dataset_name: str, model: Path, fold: str, checkpoint: st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nnUNetv2_flare_pseudolabel",
-        allow_abbrev=False,  # a prefix of one option must never be read as another
+    p = FlareArgumentParser(
+        prog=PROG,
         description="One pseudo-label round (paper Algorithm 1): predict every non-trusted training case with the "
                     "organ model (the cascade's Phase 2 on the crop of the case's current label), merge prediction "
                     "and label class by class with a fixed priority, write the result as the next round of "
@@ -70,25 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        raw, preprocessed = _dataset_folders(args.d)
-        dataset = FlareDataset.open(raw, preprocessed, args.p)
-        if args.rounds:
-            print(describe_rounds(dataset))
-            return 0
-        if not args.m:
-            raise DatasetStateError("-m ORGAN_MODEL_FOLDER is required (the organ model to predict with)")
-        model = Path(args.m).resolve()
-        trusted = read_trusted_cases(args.trusted, dataset.file_ending) if args.trusted else []
-        settings = {"model": str(model), "fold": str(args.f), "checkpoint": args.chk}
-        result = run_pseudolabel_round(
-            dataset, lambda: load_organ_predictor(model, args.f, args.chk, args.device, args.threads),
-            settings, trusted, args.priority, args.margin_mm, args.dry_run, args.restart, report_file=args.report)
-    except (DatasetStateError, FileNotFoundError, ValueError) as e:
-        print(f"nnUNetv2_flare_pseudolabel: {e}", file=sys.stderr)
-        return 2
+    return run_command(PROG, lambda: _run(args), usage_errors=(DatasetStateError, FileNotFoundError, ValueError),
+                       interrupted="interrupted; rerun the same command to continue the round (finished cases are "
+                                   "kept).")
+
+
+def _run(args: argparse.Namespace) -> int:
+    raw, preprocessed = _dataset_folders(args.d)
+    dataset = FlareDataset.open(raw, preprocessed, args.p)
+    if args.rounds:
+        print(describe_rounds(dataset))
+        return 0
+    if not args.m:
+        raise UsageError("-m ORGAN_MODEL_FOLDER is required (the organ model to predict with)")
+    model = Path(args.m).resolve()
+    trusted = read_trusted_cases(args.trusted, dataset.file_ending) if args.trusted else []
+    settings = {"model": str(model), "fold": str(args.f), "checkpoint": args.chk}
+    result = run_pseudolabel_round(
+        dataset, lambda: load_organ_predictor(model, args.f, args.chk, args.device, args.threads),
+        settings, trusted, args.priority, args.margin_mm, args.dry_run, args.restart, report_file=args.report)
     for message in result.messages:
         print(message)
     print(format_report(result.report))

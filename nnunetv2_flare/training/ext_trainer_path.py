@@ -8,6 +8,8 @@ package's trainers, so the classes live (and pickle) under `nnunetv2_flare.train
 from __future__ import annotations
 
 import os
+import sys
+from typing import Sequence
 
 
 def ext_trainer_path() -> str:
@@ -27,9 +29,16 @@ def ensure_ext_trainer_env(environ: "os._Environ[str] | dict[str, str] | None" =
     return env["nnUNet_extTrainer"]
 
 
-def main() -> None:
-    print(ext_trainer_path())
+def main(argv: Sequence[str] | None = None) -> int:
+    from nnunetv2_flare.cli_errors import FlareArgumentParser, run_command
+
+    parser = FlareArgumentParser(
+        prog="nnUNetv2_flare_ext_trainer_path",
+        description="Print the folder to put into nnU-Net's nnUNet_extTrainer, so that nnUNetv2_train finds this "
+                    "package's trainers: export nnUNet_extTrainer=$(nnUNetv2_flare_ext_trainer_path)")
+    parser.parse_args(argv)  # -h prints the help instead of the path; anything else is a one-line error
+    return run_command(parser.prog, lambda: print(ext_trainer_path()))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
