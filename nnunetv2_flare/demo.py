@@ -1,13 +1,17 @@
-"""`nnUNetv2_flare_demo [--minutes M] [-o DIR]`: the whole method end to end on synthetic phantoms, on the CPU.
+"""`nnUNetv2_flare_demo [-o DIR] [--minutes M]`: the whole method end to end on synthetic phantoms, on the CPU.
 
 Every stage runs the command a user runs, as a subprocess (its full output goes to DIR/logs/):
 
  1. nnUNetv2_flare_make_phantoms        training and held-out phantom CTs with all 13 organ labels
  2. nnUNetv2_flare_plan_and_preprocess  FlarePlans; the demo adds one CPU configuration to it (below)
- 3. nnUNetv2_train ... flare_locator    Phase 1, time-boxed (nnUNetTrainerFlareLocator_demo)
- 4. nnUNetv2_train ... flare_organs_demo  Phase 2, time-boxed (nnUNetTrainerFlareOrgans_demo)
+ 3. nnUNetv2_train ... flare_locator    Phase 1 (nnUNetTrainerFlareLocator_demo)
+ 4. nnUNetv2_train ... flare_organs_demo  Phase 2 (nnUNetTrainerFlareOrgans_demo)
  5. nnUNetv2_flare_predict              the two-phase cascade on the held-out phantoms
  6. nnUNetv2_flare_evaluate             FLARE DSC / NSD against their labels
+then a picture of one held-out case (reference and prediction) in DIR/demo_case.png.
+
+Training runs a fixed number of iterations (seeded, in-process data loading), so the same command gives the same
+numbers on a quiet or a busy machine, only slower on the busy one; `--minutes` adds a wall-clock cap.
 
 Phase 2 at the paper's settings (96^3 patches at 2 x 1.5 x 1.5 mm) cannot learn much in minutes on two cores, even
 with the narrow network, so the demo appends the configuration `flare_organs_demo` to the plans: the
@@ -19,17 +23,21 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from tqdm import tqdm
+
 from nnunetv2_flare.atomic_io import write_json_atomic
+from nnunetv2_flare.comparison_picture import render_comparison
+from nnunetv2_flare.labels import FLARE_ORGANS
 
 DEMO_CONFIGURATION = "flare_organs_demo"
 LOCATOR_CONFIGURATION = "flare_locator"
@@ -38,30 +46,48 @@ ORGAN_TRAINER = "nnUNetTrainerFlareOrgans_demo"
 PLANS = "FlarePlans"
 PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantoms, not clinical data"
 # output lines of the subprocesses worth showing on the terminal (everything goes to the logs)
-_SHOWN = re.compile(r"(Epoch \d+|train_loss|Pseudo dice|demo time box|wrote \d+|Done:|predicted|Traceback|Error)")
+_SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
+_EPOCH = re.compile(r"Epoch (\d+)\s*$")
+_TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
+# seconds per training iteration on a 2-core CPU (AMD EPYC, AVX-512; docs/demo.md), for the estimate printed up front
+SECONDS_PER_ITERATION = {"locator": 1.5, "organs": 0.45}
+# phantoms, planning, preprocessing, both trainings' start-up, prediction and evaluation together
+FIXED_SECONDS = 120.0
 
 
 @dataclass
 class DemoSettings:
-    """What the demo makes and trains. The defaults fit ~15 minutes of a 2-core laptop CPU."""
-    minutes: float = 15.0                 # wall-clock target of the whole demo
+    """What the demo makes and trains. The defaults take about 15 minutes on a 2-core laptop CPU."""
+    minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
-    num_training: int = 16
+    num_training: int = 48                # phantoms are cheap (~0.1 s each): more cases instead of augmentation
     num_test: int = 4
     shape: str = "small"                  # phantom grid: 128 x 128 in-plane, ~3 mm pixels
-    seed: int = 0
+    seed: int = 0                         # phantoms and training
     organ_spacing: tuple[float, float, float] = (6.0, 4.5, 4.5)   # (z, y, x) mm, 3x the paper's
     organ_patch_size: tuple[int, int, int] = (48, 48, 48)         # 288 x 216 x 216 mm at that spacing
     batch_size: int = 2
     iterations_per_epoch: int = 25
-    locator_share: float = 0.25           # fraction of the training time for Phase 1 (the easier task)
-    predict_seconds_per_case: float = 12.0  # time kept free after training for prediction (and evaluation)
-    max_epochs: int = 1000
+    locator_iterations: int = 100
+    organ_iterations: int = 1500
+    locator_share: float = 0.15           # with --minutes: Phase 1's share of the training time
+    predict_seconds_per_case: float = 12.0  # with --minutes: time kept free after training for prediction
     num_processes: int = 2
+    threads: int | None = None            # CPU threads of training and prediction (None: every core)
+
+    def epochs(self, iterations: int) -> int:
+        return max(1, math.ceil(iterations / self.iterations_per_epoch))
+
+    def estimated_seconds(self) -> float:
+        return (FIXED_SECONDS + self.epochs(self.locator_iterations) * self.iterations_per_epoch
+                * SECONDS_PER_ITERATION["locator"]
+                + self.epochs(self.organ_iterations) * self.iterations_per_epoch * SECONDS_PER_ITERATION["organs"])
 
 
-SMOKE = dict(num_training=3, num_test=1, shape="tiny", iterations_per_epoch=2, max_epochs=1,
-             organ_spacing=(12.0, 9.0, 9.0), organ_patch_size=(32, 32, 32), num_processes=1)
+SMOKE = dict(num_training=3, num_test=1, shape="tiny", iterations_per_epoch=2, locator_iterations=2,
+             organ_iterations=2, organ_spacing=(12.0, 9.0, 9.0), organ_patch_size=(32, 32, 32), num_processes=1)
+# the least --minutes that leaves training anything: the data stages, prediction and evaluation take about this long
+MIN_MINUTES = 4.0
 
 
 @dataclass
@@ -96,17 +122,21 @@ def _command(name: str) -> str:
 def demo_environment(output_folder: Path, settings: DemoSettings, base: dict[str, str] | None = None
                      ) -> dict[str, str]:
     """Environment of the stage subprocesses: nnU-Net's folders under `output_folder` unless already set,
-    this package's trainers on nnUNet_extTrainer, one augmentation worker (two cores: more workers only compete
-    with training)."""
+    this package's trainers on nnUNet_extTrainer, data loading in the training process (the demo trainers do not
+    augment, so a worker process would only compete with training for two cores, and sampling stays seeded)."""
+    from nnunetv2_flare.training.demo_trainers import SEED_ENV, THREADS_ENV
     from nnunetv2_flare.training.ext_trainer_path import ensure_ext_trainer_env
     env = dict(os.environ if base is None else base)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         if not env.get(name):
             env[name] = str(output_folder / name)
-    env.setdefault("nnUNet_n_proc_DA", "1")
+    env["nnUNet_n_proc_DA"] = "0"
     env["nnUNetFlare_demo_iterations"] = str(settings.iterations_per_epoch)
     env["nnUNetFlare_demo_batch_size"] = str(settings.batch_size)
-    env["nnUNetFlare_demo_max_epochs"] = str(settings.max_epochs)
+    env[SEED_ENV] = str(settings.seed)
+    if settings.threads:
+        env[THREADS_ENV] = str(settings.threads)
+    env.pop("nnUNetFlare_demo_deadline", None)
     ensure_ext_trainer_env(env)
     return env
 
@@ -143,22 +173,33 @@ def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
     return plans["configurations"][DEMO_CONFIGURATION]
 
 
-def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool) -> None:
+def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool, epochs: int | None = None) -> None:
+    """Run one command, its output into the stage's log; a training stage (`epochs` given) shows a progress bar
+    over its epochs with the last training loss."""
     log_folder.mkdir(parents=True, exist_ok=True)
     log_file = log_folder / f"{stage.name}.log"
     stage.log = str(log_file)
     print(f"\n== {stage.name}: {' '.join(Path(stage.command[0]).name if i == 0 else a for i, a in enumerate(stage.command))}",
           flush=True)
     start = time.perf_counter()
-    with open(log_file, "w") as log:
+    bar = tqdm(total=epochs, desc=f"   {stage.name}", unit="epoch", disable=epochs is None, dynamic_ncols=True)
+    with open(log_file, "w") as log, bar:
         process = subprocess.Popen(stage.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, bufsize=1)
         assert process.stdout is not None
         for line in process.stdout:
             log.write(line)
+            log.flush()  # the log is where a user follows a long stage
+            epoch, loss = _EPOCH.search(line), _TRAIN_LOSS.search(line)
+            if epoch and epochs is not None:
+                bar.update(int(epoch.group(1)) - bar.n)  # "Epoch k" starts epoch k: k are done
+            elif loss and epochs is not None:
+                bar.set_postfix(train_loss=loss.group(1), refresh=False)
             if echo or _SHOWN.search(line):
-                print("   " + line.rstrip()[-150:], flush=True)
+                bar.write("   " + line.rstrip()[-150:])
         code = process.wait()
+        if code == 0 and epochs is not None:
+            bar.update(bar.total - bar.n)
     stage.seconds = time.perf_counter() - start
     if code != 0:
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-25:])
@@ -166,18 +207,29 @@ def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool) 
     print(f"   done in {stage.seconds:.0f} s (log: {log_file})", flush=True)
 
 
+def check_output_folder(output_folder: Path) -> None:
+    if output_folder.exists() and not output_folder.is_dir():
+        raise DemoError(f"-o {output_folder} is a file; give a folder for the demo's outputs")
+
+
 def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSettings | None = None,
              echo: bool = False) -> DemoResult:
     """Run all stages; returns their commands and timings and the evaluation summary. Writes
-    `output_folder/demo_summary.json`."""
+    `output_folder/demo_summary.json` and `output_folder/demo_case.png`."""
     settings = settings or DemoSettings()
     start = time.time()
     output_folder = Path(output_folder).resolve()
-    output_folder.mkdir(parents=True, exist_ok=True)
+    check_output_folder(output_folder)
     env = demo_environment(output_folder, settings)
     from nnunetv2_flare.phantoms.dataset import dataset_folder_name
     dataset_name = dataset_folder_name(settings.dataset_id)
     check_dataset_id_free(env, settings.dataset_id, dataset_name)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    estimate = settings.estimated_seconds()
+    print(f"nnUNetv2_flare_demo: {settings.num_training} training and {settings.num_test} held-out phantoms; "
+          f"Phase 1 {settings.locator_iterations} and Phase 2 {settings.organ_iterations} iterations of batch "
+          f"{settings.batch_size}; about {estimate / 60:.0f} minutes on an idle 2-core CPU"
+          + (f", at most {settings.minutes:g} minutes (--minutes)" if settings.minutes else ""), flush=True)
     raw = Path(env["nnUNet_raw"]) / dataset_name
     logs = output_folder / "logs"
     predictions = output_folder / "predictions"
@@ -185,10 +237,10 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     did = str(settings.dataset_id)
     num_processes = str(settings.num_processes)
 
-    def run(name: str, command: list[str]) -> Stage:
+    def run(name: str, command: list[str], epochs: int | None = None) -> Stage:
         stage = Stage(name, command)
         result.stages.append(stage)
-        _run_stage(stage, env, logs, echo)
+        _run_stage(stage, env, logs, echo, epochs)
         return stage
 
     run("1_phantoms", [_command("nnUNetv2_flare_make_phantoms"), "-d", did, "-n", str(settings.num_training),
@@ -205,29 +257,37 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
           f"2 x 1.5 x 1.5 mm)", flush=True)
     run("2b_preprocess", plan + ["-c", LOCATOR_CONFIGURATION, DEMO_CONFIGURATION])
 
-    # the time left after the stages so far, minus prediction and evaluation, goes to training
-    reserve_s = 30.0 + settings.predict_seconds_per_case * settings.num_test
-    train_seconds = settings.minutes * 60 - (time.time() - start) - reserve_s
-    if settings.max_epochs >= 1000 and train_seconds < 60:
-        raise DemoError(f"--minutes {settings.minutes} leaves {train_seconds:.0f} s for training after the data "
-                        f"stages; give the demo more minutes")
     train = [_command("nnUNetv2_train"), did]
-    env["nnUNetFlare_demo_deadline"] = str(time.time() + max(train_seconds, 0) * settings.locator_share)
+    locator_epochs, organ_epochs = settings.epochs(settings.locator_iterations), settings.epochs(settings.organ_iterations)
+    reserve_s = 30.0 + settings.predict_seconds_per_case * settings.num_test
+    if settings.minutes:
+        # a cap: Phase 1 may use its share of the time left for training, Phase 2 what Phase 1 left
+        train_seconds = settings.minutes * 60 - (time.time() - start) - reserve_s
+        env["nnUNetFlare_demo_deadline"] = str(time.time() + max(train_seconds, 0) * settings.locator_share)
+    env["nnUNetFlare_demo_max_epochs"] = str(locator_epochs)
     run("3_train_locator", train + [LOCATOR_CONFIGURATION, "all", "-p", PLANS, "-tr", LOCATOR_TRAINER,
-                                    "-device", "cpu"])
-    # Phase 2 gets what Phase 1 left (its start-up and saving included)
-    env["nnUNetFlare_demo_deadline"] = str(start + settings.minutes * 60 - reserve_s)
-    run("4_train_organs", train + [DEMO_CONFIGURATION, "all", "-p", PLANS, "-tr", ORGAN_TRAINER, "-device", "cpu"])
-    env.pop("nnUNetFlare_demo_deadline")
+                                    "-device", "cpu"], epochs=locator_epochs)
+    if settings.minutes:
+        env["nnUNetFlare_demo_deadline"] = str(start + settings.minutes * 60 - reserve_s)
+    env["nnUNetFlare_demo_max_epochs"] = str(organ_epochs)
+    run("4_train_organs", train + [DEMO_CONFIGURATION, "all", "-p", PLANS, "-tr", ORGAN_TRAINER, "-device", "cpu"],
+        epochs=organ_epochs)
+    env.pop("nnUNetFlare_demo_deadline", None)
 
     report = output_folder / "prediction_report.json"
     run("5_predict", [_command("nnUNetv2_flare_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions),
                       "-d", did, "-tr1", LOCATOR_TRAINER, "-tr2", ORGAN_TRAINER, "-c2", DEMO_CONFIGURATION,
-                      "-p", PLANS, "--overwrite", "--report", str(report), "--disable_progress_bar"])
+                      "-p", PLANS, "--overwrite", "--report", str(report), "--disable_progress_bar"]
+        + (["--threads", str(settings.threads)] if settings.threads else []))
     summary_file = output_folder / "summary_flare.json"
     run("6_evaluate", [_command("nnUNetv2_flare_evaluate"), "-ref", str(raw / "labelsTs"), "-pred",
                        str(predictions), "-o", str(summary_file)])
     result.summary = json.loads(summary_file.read_text())
+    picture = output_folder / "demo_case.png"
+    case = sorted((raw / "labelsTs").glob("*.nii.gz"))[0]
+    render_comparison(raw / "imagesTs" / case.name.replace(".nii.gz", "_0000.nii.gz"),
+                      {"reference": case, "prediction": predictions / case.name}, picture, FLARE_ORGANS, title=f"{PHANTOM_LABEL}\nheld-out {case.name[:-7]}: reference (top) and the cascade's "
+                                     f"prediction (bottom)")
     results = Path(env["nnUNet_results"]) / dataset_name
     result.training = {
         "locator": trained_length(results / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}", settings),
@@ -243,14 +303,15 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
         "mean_DSC": result.summary["mean_DSC"], "mean_NSD": result.summary["mean_NSD"],
         "per_organ": result.summary["per_organ"],
         "folders": {name: env[name] for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-                   | {"predictions": str(predictions), "logs": str(logs), "evaluation": str(summary_file)},
+                   | {"predictions": str(predictions), "logs": str(logs), "evaluation": str(summary_file),
+                      "picture": str(picture)},
     }, output_folder / "demo_summary.json")
     _print_report(result, env, time.time() - start)
     return result
 
 
 def trained_length(model_folder: Path, settings: DemoSettings) -> dict:
-    """Epochs and iterations a time-boxed training reached (from its final checkpoint)."""
+    """Epochs and iterations the training reached (from its final checkpoint)."""
     import torch
     checkpoint = torch.load(model_folder / "fold_all" / "checkpoint_final.pth", map_location="cpu",
                             weights_only=False)
@@ -264,8 +325,8 @@ def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float)
     s = result.settings
     print("\n" + "=" * 78)
     print(PHANTOM_LABEL)
-    print(f"{s.num_test} held-out phantom(s) ({s.shape} grid), models trained on {s.num_training} phantoms for "
-          f"{s.minutes:g} minutes of demo time on the CPU.")
+    print(f"{s.num_test} held-out phantom(s) ({s.shape} grid), models trained on {s.num_training} phantoms on the "
+          f"CPU (seed {s.seed}).")
     print(f"Phase 2 used {DEMO_CONFIGURATION}: the narrow organ network (flare_organs_narrow, 24/48/96/192 "
           f"channels) at {' x '.join(f'{v:g}' for v in s.organ_spacing)} mm, {'x'.join(map(str, s.organ_patch_size))} "
           f"patches -- a CPU demo setting, not the paper's configuration.")
@@ -285,17 +346,20 @@ def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float)
     print(f"  {'evaluation':<20}{result.output_folder / 'summary_flare.json'}")
     print(f"  {'demo summary':<20}{result.output_folder / 'demo_summary.json'}")
     print(f"  {'logs':<20}{result.output_folder / 'logs'}")
+    print(f"  {'picture':<20}{result.output_folder / 'demo_case.png'}  (a held-out case: reference vs prediction)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="nnUNetv2_flare_demo",
+        prog="nnUNetv2_flare_demo", allow_abbrev=False,
         description="End-to-end demo on synthetic phantoms, CPU only, no downloads: make phantoms, plan and "
                     "preprocess, train both phases within the time budget, predict held-out phantoms with the "
                     "cascade, evaluate (FLARE DSC / NSD). Runs the package's real commands as subprocesses.")
-    p.add_argument("--minutes", type=float, default=DemoSettings.minutes,
-                   help=f"wall-clock budget of the whole demo in minutes (default {DemoSettings.minutes:g}); "
-                        f"training gets what the other stages leave")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="optional wall-clock cap of the whole demo in minutes: training stops early to fit it (the "
+                        "result then depends on the machine's speed). Default: no cap; the demo trains a fixed "
+                        f"number of iterations, about {DemoSettings().estimated_seconds() / 60:.0f} minutes on an "
+                        f"idle 2-core CPU")
     p.add_argument("-o", default="flare_demo",
                    help="output folder (default ./flare_demo); nnUNet_raw / nnUNet_preprocessed / nnUNet_results "
                         "go under it unless they are set in the environment")
@@ -303,7 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"dataset id of the phantom dataset (default {DemoSettings.dataset_id})")
     p.add_argument("-n", type=int, default=DemoSettings.num_training, help="number of training phantoms")
     p.add_argument("-t", type=int, default=DemoSettings.num_test, help="number of held-out test phantoms")
-    p.add_argument("--seed", type=int, default=DemoSettings.seed, help="phantom seed")
+    p.add_argument("--seed", type=int, default=DemoSettings.seed,
+                   help="seed of the phantoms and of training (the same seed gives the same numbers, up to the CPU's "
+                        "floating-point non-determinism)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for training and prediction (default: every core). On a machine busy with other "
+                        "work, 1 avoids OpenMP's stalls and is faster")
     p.add_argument("--verbose", action="store_true", help="show the stages' full output (always in DIR/logs)")
     # a run through every stage in about a minute (tests): tiny phantoms, one epoch of two iterations per phase
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
@@ -311,8 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
+    if args.minutes is not None and args.minutes < MIN_MINUTES:
+        raise DemoError(f"--minutes {args.minutes:g} leaves no time for training: the data stages, prediction and "
+                        f"evaluation alone take about {MIN_MINUTES:g} minutes; give at least {MIN_MINUTES:g}, or "
+                        f"leave --minutes out")
+    if args.threads is not None and args.threads < 1:
+        raise DemoError(f"--threads {args.threads}: give 1 or more")
     settings = DemoSettings(minutes=args.minutes, dataset_id=args.d, num_training=args.n, num_test=args.t,
-                            seed=args.seed)
+                            seed=args.seed, threads=args.threads)
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(settings, key, value)

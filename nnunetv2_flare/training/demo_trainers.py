@@ -1,35 +1,84 @@
-"""Time-boxed variants of the FLARE trainers for `nnUNetv2_flare_demo` (CPU runs of minutes).
+"""Variants of the FLARE trainers for `nnUNetv2_flare_demo` (CPU runs of minutes).
 
-Same networks (from the plans' configuration), loss, optimizer and augmentation as the full trainers; the run length
-comes from the demo through the environment (see time_boxed.py). Organ network learning rate 6e-3: the paper's 3e-4
-is for 150 epochs of 250 iterations. In 1,500-iteration runs on the demo's phantoms (narrow network, batch 2, on a GPU
-to run them side by side), the mean pseudo-Dice of the last three epochs was 0.09-0.13 at 1e-3 (32^3 patches, stochastic
-depth 0.1: the earlier demo recipe), 0.26-0.40 at 3e-3 (same), and with 48^3 patches and no stochastic depth
-0.56-0.59 at 3e-3 and 0.60-0.66 at 6e-3.
-nnU-Net's final validation (sliding window over every training case) is skipped: the demo scores the two-phase
-cascade on held-out cases instead.
+Same networks (from the plans' configuration), loss, optimizer and schedule shape as the full trainers. What differs,
+and why (measurements in docs/demo.md):
+- the run length is a number of iterations passed by the demo through the environment (time_boxed.py), so that
+  the same command trains the same model on a quiet or a busy machine; a wall-clock deadline is optional;
+- seeded (`nnUNetFlare_demo_seed`): with in-process data loading (`nnUNet_n_proc_DA=0`, which the demo sets) the
+  same command gives the same model up to the CPU's floating-point non-determinism;
+- no data augmentation: the demo draws fresh phantoms instead, which costs seconds, while nnU-Net's spatial
+  augmentation took about half of each iteration's CPU time on two cores. No mirroring either: a mirrored left
+  kidney would still be labelled "left";
+- a higher learning rate with a linear warm-up (the paper's 3e-4 is for 150 x 250 iterations of batch 6);
+- nnU-Net's final validation is skipped: the demo scores the two-phase cascade on held-out cases instead.
 """
 from __future__ import annotations
+
+import os
+import random
+from typing import List, Tuple, Union
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
 from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
 from nnunetv2_flare.training.time_boxed import TimeBoxedTraining
 
 DEMO_ORGAN_LR = 6e-3
-DEMO_LOCATOR_LR = 1e-3  # the locator's ~30 iterations of the earlier demos found the abdomen at this rate
+DEMO_LOCATOR_LR = 3e-3
+SEED_ENV = "nnUNetFlare_demo_seed"
+# nnUNetv2_train uses every core on the CPU; on a machine busy with other work fewer threads avoid OpenMP's stalls
+# (each parallel region waits for its slowest thread, which may be descheduled)
+THREADS_ENV = "nnUNetFlare_demo_threads"
 
 
-class _DemoTimeBox(TimeBoxedTraining):
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's generators: network initialisation and nnU-Net's patch sampling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _DemoTraining(TimeBoxedTraining):
     time_box_max_epochs = 1000
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        seed = os.environ.get(SEED_ENV)
+        if seed not in (None, ""):
+            seed_everything(int(seed))
+        threads = os.environ.get(THREADS_ENV)
+        if threads not in (None, ""):
+            torch.set_num_threads(int(threads))
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, _, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        # without spatial augmentation the loader need not read a larger patch to rotate from
+        return rotation, dummy_2d, self.configuration_manager.patch_size, None
+
+    @staticmethod
+    def get_training_transforms(patch_size: Union[np.ndarray, Tuple[int]], rotation_for_DA, deep_supervision_scales,
+                                mirror_axes, do_dummy_2d_data_aug: bool, use_mask_for_norm: List[bool] = None,
+                                is_cascaded: bool = False, foreground_labels=None, regions=None,
+                                ignore_label: int = None):
+        # what validation batches get: the deep-supervision targets, nothing random
+        return nnUNetTrainer.get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels,
+                                                       regions, ignore_label)
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         self.print_to_log_file("demo trainer: nnU-Net's final validation is skipped (the demo evaluates the "
                                "cascade on held-out cases)", also_print_to_console=True)
 
 
-class nnUNetTrainerFlareLocator_demo(_DemoTimeBox, nnUNetTrainerFlareLocator):
+class nnUNetTrainerFlareLocator_demo(_DemoTraining, nnUNetTrainerFlareLocator):
     time_box_lr = DEMO_LOCATOR_LR
+    warmup_epochs = 1
 
 
-class nnUNetTrainerFlareOrgans_demo(_DemoTimeBox, nnUNetTrainerFlareOrgans):
+class nnUNetTrainerFlareOrgans_demo(_DemoTraining, nnUNetTrainerFlareOrgans):
     time_box_lr = DEMO_ORGAN_LR
+    warmup_epochs = 2

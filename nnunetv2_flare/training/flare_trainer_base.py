@@ -21,6 +21,7 @@ class nnUNetTrainerFlareBase(nnUNetTrainer):
 
     # the `flare_training_preprocessor` values of the plans' configurations this trainer accepts (None: any)
     expected_training_preprocessors: tuple[str, ...] | None = None
+    warmup_epochs: int = 0  # linear warm-up before the cosine annealing (the paper has none)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
@@ -42,7 +43,8 @@ class nnUNetTrainerFlareBase(nnUNetTrainer):
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, CosineAnnealingScheduler]:
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, CosineAnnealingScheduler(optimizer, self.initial_lr, self.num_epochs)
+        return optimizer, CosineAnnealingScheduler(optimizer, self.initial_lr, self.num_epochs,
+                                                   warmup_steps=self.warmup_epochs)
 
 
 def shorten(trainer: nnUNetTrainerFlareBase, num_epochs: int, iterations_per_epoch: int, val_iterations: int,
