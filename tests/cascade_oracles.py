@@ -10,7 +10,10 @@ import SimpleITK as sitk
 
 from nnunetv2_flare.inference.geometry import VoxelGrid
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared from the repository root
+REAL_DATA = SHARED / "data" / "real"
+# tiny random-weight cascades (random_models.write_random_cascade): fast to build, run and convert
+SMALL_CASCADE = dict(locator_size=(64, 64, 64), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0))
 IRCADB_TO_FLARE = {449: 1, 451: 1, 453: 1, 465: 1, 481: 1, 193: 2, 385: 3, 513: 5, 33: 6, 129: 13}
 
 

@@ -15,27 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 import nnunetv2_flare.inference.cascade as cascade_module
 from nnunetv2_flare.atomic_io import atomic_write
 from nnunetv2_flare.inference.predict_cli import main
-from nnunetv2_flare.inference.random_models import write_random_cascade
 from unusual_inputs import array_predictor, body_ct, env_with_threads, tmp_files, write
 
-SMALL = dict(locator_size=(64, 64, 64), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0))
 CLI = [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli"]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> list[str]:
-    folder = tmp_path_factory.mktemp("results")
-    locator, organs = write_random_cascade(folder, "Dataset220_FLARE", tiny=True, **SMALL)
+def models(random_cascade) -> list[str]:
+    locator, organs = random_cascade
     return ["-m1", str(locator), "-m2", str(organs)]
 
 
@@ -99,6 +90,7 @@ def test_disk_full_fails_one_case_leaves_no_partial_file(tmp_path, monkeypatch):
     del names
 
 
+@pytest.mark.slow
 def test_two_processes_share_an_output_folder(models, tmp_path):
     names = make_cases(tmp_path / "in", 6)
     out = tmp_path / "out"
@@ -116,6 +108,7 @@ def test_two_processes_share_an_output_folder(models, tmp_path):
     assert_complete_outputs(out, names)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
     # enough cases that the interrupt lands mid-batch even on a fast, idle machine (a case takes well under 1 s)
     names = make_cases(tmp_path / "in", 30)
@@ -148,6 +141,7 @@ def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
     assert tmp_files(out) == []
 
 
+@pytest.mark.slow
 def test_cli_batch_with_bad_cases_summarises_and_exits_nonzero(models, tmp_path):
     make_cases(tmp_path / "in", 2)
     (tmp_path / "in" / "empty_0000.nii.gz").write_bytes(b"")

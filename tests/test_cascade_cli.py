@@ -12,27 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from cascade_oracles import real_data, rotation_direction, synthetic_case
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.predict_cli import main
-from nnunetv2_flare.inference.random_models import write_random_cascade
 from nnunetv2_flare.labels import FLARE_ORGANS
 
-SMALL = dict(locator_size=(64, 64, 64), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0))
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("results")
-    write_random_cascade(folder, "Dataset220_FLARE", tiny=True, **SMALL)
-    return folder
+def results(random_cascade) -> Path:
+    return random_cascade[0].parents[1]
 
 
 @pytest.fixture
@@ -52,6 +40,7 @@ def model_args(results: Path) -> list[str]:
             "-m2", str(base / "nnUNetTrainerFlareOrgans__FlarePlans__flare_organs")]
 
 
+@pytest.mark.slow
 def test_cli_predicts_folder_with_nnunet_names_geometry_and_report(results, cases, tmp_path):
     out, report = tmp_path / "pred", tmp_path / "report.json"
     code = main(["-i", str(cases), "-o", str(out), *model_args(results), "--report", str(report), "--threads", "2",
@@ -85,6 +74,7 @@ def test_cli_predicts_folder_with_nnunet_names_geometry_and_report(results, case
         assert entry["organ_volumes_ml"][organ] == pytest.approx((pred == i).sum() * voxel_ml, abs=0.01)
 
 
+@pytest.mark.slow
 def test_existing_outputs_are_kept_unless_overwrite(results, cases, tmp_path):
     out = tmp_path / "pred"
     out.mkdir()
@@ -102,6 +92,7 @@ def test_existing_outputs_are_kept_unless_overwrite(results, cases, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_unreadable_case_fails_alone_and_exit_code_is_nonzero(results, cases, tmp_path, capsys):
     (cases / "broken_0000.nii.gz").write_bytes(b"not a nifti file at all")
     out, report = tmp_path / "pred", tmp_path / "r.json"
@@ -114,6 +105,8 @@ def test_unreadable_case_fails_alone_and_exit_code_is_nonzero(results, cases, tm
     assert "FAILED broken" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_dataset_id_resolution_file_list_and_dicom_folder(results, cases, tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_results", str(results))
     dicom = real_data("totalsegmentator/example_ct_dicom")
@@ -140,6 +133,7 @@ def test_clear_errors(results, cases, tmp_path, monkeypatch, capsys):
     assert "bf16 runs on the openvino backend only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predictor_reusable_and_matches_cli_output(results, cases, tmp_path):
     base = results / "Dataset220_FLARE"
     predictor = FlareCascadePredictor(base / "nnUNetTrainerFlareLocator__FlarePlans__flare_locator",
@@ -155,6 +149,7 @@ def test_predictor_reusable_and_matches_cli_output(results, cases, tmp_path):
                                   first)
 
 
+@pytest.mark.slow
 def test_console_script_runs(results, cases, tmp_path):
     exe = shutil.which("nnUNetv2_flare_predict")
     cmd = [exe] if exe else [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli"]

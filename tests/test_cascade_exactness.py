@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from cascade_oracles import (LabelOracle, dice, ideal_output, ircadb_case, real_data, rotation_direction,
                              synthetic_case, tie_tolerant_ideal)
@@ -25,11 +24,6 @@ from nnunetv2_flare.inference.model_loading import CTNormalization
 
 NORM = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
 ORGAN_SPACING_ZYX = (2.0, 1.5, 1.5)
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
 
 
 def run_oracle_cascade(image, reference: sitk.Image, **options):
@@ -70,6 +64,8 @@ def assert_same_geometry(a: sitk.Image, b: sitk.Image) -> None:
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_ircadb_real_ct_manual_labels():
     image_path, reference = ircadb_case()
     result = run_oracle_cascade(image_path, reference)
@@ -88,6 +84,8 @@ def test_ircadb_real_ct_manual_labels():
     assert dice(out[:, ::-1] == 1, ref == 1) < 0.9  # anterior-posterior
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_totalsegmentator_dicom_with_y_flipped_label_file():
     dicom = real_data("totalsegmentator/example_ct_dicom")
     image = read_image(dicom)

@@ -89,6 +89,7 @@ def test_component_filters():
     assert remove_small_components(np.zeros((3, 3, 3), bool), 5).sum() == 0
 
 
+@pytest.mark.real_data
 def test_case_names_and_listing(tmp_path):
     assert case_name("a/liver_7_0000.nii.gz") == "liver_7" and case_name("x.nii.gz") == "x"
     assert case_name("scan.mha") == "scan" and case_name("folder/dicom_series") == "dicom_series"

@@ -42,6 +42,7 @@ def test_locator_compute_about_one_gmac():
     assert macs(FlareLocator(1, 2), 128) == pytest.approx(1.0e9, rel=0.1)
 
 
+@pytest.mark.slow
 def test_organ_net_compute_about_25_gmac():
     net = FlareOrganNet(1, 14)
     total = macs(net, 96)
@@ -89,6 +90,7 @@ def test_deep_supervision_scales_match_outputs():
             assert tuple(o.shape[2:]) == tuple(int(round(size * f)) for f in s)
 
 
+@pytest.mark.slow
 def test_toggling_deep_supervision_keeps_parameters_and_checkpoints_load():
     for cls, nc in ((FlareLocator, 2), (FlareOrganNet, 14)):
         on, off = cls(1, nc, deep_supervision=True), cls(1, nc, deep_supervision=False)
@@ -99,6 +101,7 @@ def test_toggling_deep_supervision_keeps_parameters_and_checkpoints_load():
             torch.testing.assert_close(on.eval()(x), off.eval()(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,nc,size", [(FlareLocator, 2, 64), (FlareOrganNet, 14, 32)])
 def test_backward_gives_finite_gradients_everywhere(cls, nc, size):
     torch.manual_seed(0)
@@ -112,6 +115,7 @@ def test_backward_gives_finite_gradients_everywhere(cls, nc, size):
         assert torch.isfinite(p.grad).all(), f"{name} has non-finite gradients"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,nc", [(FlareLocator, 2), (FlareOrganNet, 14)])
 def test_eval_mode_is_deterministic(cls, nc):
     net = cls(1, nc).eval()

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cascade_oracles import REAL_DATA, SHARED
 from nnunetv2_flare.evaluation import evaluate_folders
 from nnunetv2_flare.evaluation.metrics import neighbour_codes
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 OFFICIAL_RUNNER = SHARED / "tools" / "flare_official" / "run_official.py"
-REAL_DATA = SHARED / "data" / "real"
 AGREEMENT = 1e-4
 AORTA, ESOPHAGUS = 5, 10
 
@@ -43,6 +42,8 @@ def tool():
     return _comparison_tool()
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_every_dsc_and_nsd_matches_flares_script_on_perturbed_real_labels(tool, tmp_path):
     pairs = tool.build_pairs("quick")
     diffs, official, ours, _, _ = tool.compare(pairs, tmp_path)

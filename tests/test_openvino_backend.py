@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from cascade_oracles import SMALL_CASCADE
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
 from nnunetv2_flare.inference import openvino_backend
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
@@ -19,12 +20,9 @@ from nnunetv2_flare.inference.openvino_backend import OpenVINOModel, check_preci
 from nnunetv2_flare.inference.random_models import write_random_cascade
 from nnunetv2_flare.phantoms import make_phantom
 
-SMALL = dict(locator_size=(64, 64, 64), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0))
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> tuple[Path, Path]:
-    return write_random_cascade(tmp_path_factory.mktemp("results"), "Dataset220_FLARE", tiny=True, **SMALL)
+def models(random_cascade) -> tuple[Path, Path]:
+    return random_cascade
 
 
 @pytest.fixture(autouse=True)
@@ -50,11 +48,12 @@ def test_missing_openvino_is_a_clear_error(monkeypatch) -> None:
         resolve_backend("openvino", "cpu")
 
 
+@pytest.mark.slow
 def test_openvino_logits_match_torch(models) -> None:
     """The converted inference graph with logits out (what the labels model ends in the argmax of)."""
     _, organs = models
     network = load_phase(organs, backend="torch").model.network
-    x = torch.randn(1, 1, *SMALL["organ_patch_size"])
+    x = torch.randn(1, 1, *SMALL_CASCADE["organ_patch_size"])
     with torch.inference_mode():
         expected = network(x).numpy()
     compiled = openvino_backend.compile_on_cpu(
@@ -85,6 +84,7 @@ def same_share(a: np.ndarray, b: np.ndarray) -> float:
     return float((a == b).mean())
 
 
+@pytest.mark.slow
 def test_openvino_labels_match_torch_and_the_cache_is_reused(models, monkeypatch) -> None:
     _, organs = models
     torch_phase = load_phase(organs, backend="torch")
@@ -94,10 +94,10 @@ def test_openvino_labels_match_torch_and_the_cache_is_reused(models, monkeypatch
     assert len(cached) == 1 and cached[0].with_suffix(".bin").is_file()
     assert ov_phase.model.model_file == cached[0]
     assert not list((organs / "fold_all" / "openvino").glob(".*tmp*"))  # no temporaries left behind
-    x = torch.randn(1, 1, *SMALL["organ_patch_size"]).numpy()
+    x = torch.randn(1, 1, *SMALL_CASCADE["organ_patch_size"]).numpy()
     expected = torch_phase.model(x)
     got = ov_phase.model(x)
-    assert got.shape == expected.shape == SMALL["organ_patch_size"] and got.dtype == np.uint8
+    assert got.shape == expected.shape == SMALL_CASCADE["organ_patch_size"] and got.dtype == np.uint8
     assert len(np.unique(expected)) > 1
     # random weights leave near-ties between classes, where float rounding may pick either
     assert same_share(got, expected) >= 0.995
@@ -111,9 +111,10 @@ def test_openvino_labels_match_torch_and_the_cache_is_reused(models, monkeypatch
     np.testing.assert_array_equal(again.model(x), got)
 
 
+@pytest.mark.slow
 def test_a_changed_checkpoint_is_converted_again(tmp_path) -> None:
-    _, organs = write_random_cascade(tmp_path, "Dataset221_FLARE", tiny=True, **SMALL)
-    x = torch.randn(1, 1, *SMALL["organ_patch_size"]).numpy()
+    _, organs = write_random_cascade(tmp_path, "Dataset221_FLARE", tiny=True, **SMALL_CASCADE)
+    x = torch.randn(1, 1, *SMALL_CASCADE["organ_patch_size"]).numpy()
     before = load_phase(organs, backend="openvino").model(x)
     checkpoint = organs / "fold_all" / "checkpoint_final.pth"
     data = torch.load(checkpoint, weights_only=False)
@@ -128,13 +129,15 @@ def test_a_changed_checkpoint_is_converted_again(tmp_path) -> None:
     assert same_share(before, expected) < 0.9  # the stale model would have been caught
 
 
+@pytest.mark.slow
 def test_unwritable_model_folder_falls_back_to_the_user_cache(tmp_path, user_cache, monkeypatch) -> None:
-    _, organs = write_random_cascade(tmp_path, "Dataset222_FLARE", tiny=True, **SMALL)
+    _, organs = write_random_cascade(tmp_path, "Dataset222_FLARE", tiny=True, **SMALL_CASCADE)
     (organs / "fold_all" / "openvino").write_text("a file where the cache folder would go")  # mkdir fails
     load_phase(organs, backend="openvino")
     assert len(list((user_cache / "openvino").glob("*.xml"))) == 1
 
 
+@pytest.mark.slow
 def test_cascade_with_openvino_agrees_with_torch(models, tmp_path) -> None:
     locator, organs = models
     image, _ = make_phantom(3, "tiny", fov="abdomen")
@@ -165,6 +168,7 @@ def test_precision_bf16_only_where_native(monkeypatch) -> None:
     assert check_precision("bf16", "openvino") == "bf16"
 
 
+@pytest.mark.slow
 def test_the_model_reports_the_precision_openvino_computes_in(models) -> None:
     _, organs = models
     phase = load_phase(organs, backend="openvino", precision="fp32")
@@ -173,6 +177,7 @@ def test_the_model_reports_the_precision_openvino_computes_in(models) -> None:
         assert load_phase(organs, backend="openvino", precision="bf16").model.precision == "bf16"
 
 
+@pytest.mark.slow
 def test_a_prediction_on_openvino_never_imports_torch(models, tmp_path) -> None:
     """`import torch` is ~2 s of a cold start: with both networks converted, the OpenVINO path runs without it."""
     locator, organs = models
@@ -191,6 +196,7 @@ def test_a_prediction_on_openvino_never_imports_torch(models, tmp_path) -> None:
     assert done.stdout.strip().endswith("no torch"), done.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_kernel_cache_falls_back_to_compiling_without_it(models, monkeypatch) -> None:
     """Two processes starting on one model write the same cached kernels; OpenVINO can then fail in one of them
     (seen: "cannot set permissions" on the blob). That process must still predict."""
@@ -217,5 +223,5 @@ def test_a_failing_kernel_cache_falls_back_to_compiling_without_it(models, monke
     monkeypatch.setattr(openvino, "Core", CacheRaceCore)
     phase = load_phase(organs, backend="openvino")
     assert len(cached_attempts) == 1  # the cache was tried first
-    x = np.zeros((1, 1, *SMALL["organ_patch_size"]), np.float32)
-    assert phase.model(x).shape == SMALL["organ_patch_size"]
+    x = np.zeros((1, 1, *SMALL_CASCADE["organ_patch_size"]), np.float32)
+    assert phase.model(x).shape == SMALL_CASCADE["organ_patch_size"]

@@ -117,6 +117,7 @@ def test_linear_upsampling_matches_interpolation_at_the_block_centres():
     assert np.array_equal(nearest, coarse[z // 2, y // 3, x // 2])  # each fine voxel takes its block's value
 
 
+@pytest.mark.slow
 def test_writes_an_nnunet_raw_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     make_phantoms_main(["-d", "987", "-n", "2", "-t", "1", "--seed", "4", "--shape", "tiny"])

@@ -12,11 +12,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from cascade_oracles import real_data
+from cascade_oracles import SMALL_CASCADE, real_data
 from nnunetv2_flare.inference.predict_cli import build_parser, main
 from nnunetv2_flare.inference.random_models import write_random_cascade
 
-SMALL = dict(locator_size=(64, 64, 64), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0))
 REAL_CASES = {  # case name -> file or DICOM folder under ../shared/data/real
     "example_ct": "totalsegmentator/example_ct.nii.gz",
     "example_ct_sm": "totalsegmentator/example_ct_sm.nii.gz",
@@ -38,7 +37,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("results")
     for seed_offset, fold in enumerate(("all", 0, 1)):
         locator, organs = write_random_cascade(folder, "Dataset220_FLARE", tiny=True, fold=fold,
-                                               seed_offset=10 * seed_offset, **SMALL)
+                                               seed_offset=10 * seed_offset, **SMALL_CASCADE)
     return {"locator": locator, "organs": organs}
 
 
@@ -81,6 +80,8 @@ def test_part_id_is_not_plans_and_short_nnunet_flags_mean_the_organ_network():
         build_parser().parse_args(["-i", "x", "-o", "y", "-part", "1"])
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_num_parts_3_predicts_every_real_case_exactly_once(models, real_inputs, tmp_path):
     out = tmp_path / "out"
     done: list[str] = []
@@ -96,6 +97,8 @@ def test_num_parts_3_predicts_every_real_case_exactly_once(models, real_inputs, 
     assert [len(report_of(tmp_path / f"report_{k}.json")["cases"]) for k in range(3)] == [2, 2, 1]
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_bad_part_is_one_line_error(models, real_inputs, tmp_path, capsys):
     assert main(["-i", str(real_inputs), "-o", str(tmp_path / "o"), *model_args(models), "-num_parts", "3",
                  "-part_id", "3", *QUIET]) == 2
@@ -128,6 +131,8 @@ class MeanProbabilityOracle:
             return mean.argmax(0).numpy().astype(np.uint8)
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_two_fold_ensemble_differs_from_each_fold_and_is_the_mean_probability_argmax(models, tmp_path):
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.inference.model_loading import CTNormalization
@@ -147,12 +152,14 @@ def test_two_fold_ensemble_differs_from_each_fold_and_is_the_mean_probability_ar
     norm = CTNormalization.from_intensity_properties(CT_INTENSITY_PROPERTIES)
     oracle = FlareCascadePredictor.from_networks(
         MeanProbabilityOracle(models["locator"], (0, 1)), MeanProbabilityOracle(models["organs"], (0, 1)), norm,
-        norm, locator_size=SMALL["locator_size"], organ_patch_size=SMALL["organ_patch_size"],
-        organ_spacing=SMALL["organ_spacing"], progress=False)
+        norm, locator_size=SMALL_CASCADE["locator_size"], organ_patch_size=SMALL_CASCADE["organ_patch_size"],
+        organ_spacing=SMALL_CASCADE["organ_spacing"], progress=False)
     expected = sitk.GetArrayFromImage(oracle.predict(image))
     np.testing.assert_array_equal(ensemble, expected)
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_openvino_ensemble_of_logits_graphs_agrees_with_torch(models, tmp_path):
     image = real_data("totalsegmentator/example_ct_sm.nii.gz")
     labels = {}
@@ -166,6 +173,8 @@ def test_openvino_ensemble_of_logits_graphs_agrees_with_torch(models, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ tiles and TTA
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_step_size_overlaps_tiles_and_tta_flags(models, tmp_path, capsys):
     image = str(real_data("totalsegmentator/example_ct_sm.nii.gz"))
     runs = {"default": [], "step_1": ["-step_size", "1"], "step_half": ["-step_size", "0.5", "--disable_tta"],
@@ -212,6 +221,8 @@ def present_organs(array: np.ndarray) -> dict[int, str]:
     return {int(v): FLARE_ORGANS[int(v)] for v in np.unique(array) if v}
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_output_file_for_a_single_input_and_its_neighbours(dicom_run, models, tmp_path, capsys):
     folder = dicom_run["folder"]
     assert sorted(p.name for p in folder.iterdir()) == ["report.json", "seg", "seg.ctbl", "seg.dcm", "seg.nii.gz",
@@ -225,6 +236,8 @@ def test_output_file_for_a_single_input_and_its_neighbours(dicom_run, models, tm
     assert len(err.splitlines()) == 1 and "names one output file" in err and not (tmp_path / "x.nii.gz").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_split_masks_are_the_labels_one_organ_per_file(dicom_run):
     from nnunetv2_flare.labels import FLARE_ORGANS
     masks = dicom_run["folder"] / "seg"
@@ -235,6 +248,8 @@ def test_split_masks_are_the_labels_one_organ_per_file(dicom_run):
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(mask), dicom_run["array"] == label)
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_statistics_are_volumes_and_hu_inside_each_mask(dicom_run):
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(real_data(DICOM_SERIES))))
@@ -254,6 +269,8 @@ def test_statistics_are_volumes_and_hu_inside_each_mask(dicom_run):
     assert all(stats[n]["mean_hu"] is None for n in missing)
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_color_table_and_report_carry_the_label_names(dicom_run):
     from nnunetv2_flare.labels import FLARE_ORGANS
     lines = [ln.split() for ln in (dicom_run["folder"] / "seg.ctbl").read_text().splitlines() if ln[0] != "#"]
@@ -262,6 +279,8 @@ def test_color_table_and_report_carry_the_label_names(dicom_run):
     assert dicom_run["report"]["settings"]["labels"] == {str(i): n for i, n in FLARE_ORGANS.items()}
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_preview_png_shows_the_ct_and_the_organ_colours(dicom_run):
     from matplotlib.image import imread
     from nnunetv2_flare.inference.label_colors import label_colors
@@ -276,6 +295,8 @@ def test_preview_png_shows_the_ct_and_the_organ_colours(dicom_run):
     assert grey.sum() > 10_000 and tinted.sum() > 10_000
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_dicom_seg_reads_back_as_the_nifti_labels(dicom_run):
     import pydicom
     from nnunetv2_flare.inference.image_io import dicom_series_files
@@ -305,6 +326,8 @@ def test_dicom_seg_reads_back_as_the_nifti_labels(dicom_run):
     np.testing.assert_array_equal(rebuilt, dicom_run["array"])
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_dicom_seg_needs_dicom_input(models, tmp_path, capsys):
     assert main(["-i", str(real_data("totalsegmentator/example_ct_sm.nii.gz")), "-o", str(tmp_path / "o"),
                  *model_args(models), "--output_type", "dicom_seg", *QUIET]) == 2
@@ -312,6 +335,8 @@ def test_dicom_seg_needs_dicom_input(models, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "needs DICOM input" in err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_nested_dicom_folders_and_a_single_dicom_file(dicom_run, models, tmp_path):
     from nnunetv2_flare.inference.image_io import list_cases
     series = real_data(DICOM_SERIES)
@@ -333,11 +358,14 @@ def test_nested_dicom_folders_and_a_single_dicom_file(dicom_run, models, tmp_pat
 @pytest.fixture(scope="module")
 def three_label_models(tmp_path_factory) -> dict[str, Path]:
     """An organ model trained (randomly) on {liver, spleen, kidney}: names must come from its dataset.json."""
+    labels = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
     locator, organs = write_random_cascade(tmp_path_factory.mktemp("results3"), "Dataset221_Three", tiny=True,
-                                           labels={"background": 0, "liver": 1, "spleen": 2, "kidney": 3}, **SMALL)
+                                           labels=labels, **SMALL_CASCADE)
     return {"locator": locator, "organs": organs}
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_roi_subset_by_name_with_names_from_the_models_dataset_json(three_label_models, tmp_path, capsys):
     image = str(real_data("totalsegmentator/example_ct.nii.gz"))
     full, subset = tmp_path / "full", tmp_path / "subset"
@@ -361,6 +389,8 @@ def test_roi_subset_by_name_with_names_from_the_models_dataset_json(three_label_
 
 
 # ------------------------------------------------------------------------------------------------ Python API
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_python_api_takes_paths_sitk_nibabel_and_numpy(models):
     import nibabel as nib
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor

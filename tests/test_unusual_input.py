@@ -143,6 +143,7 @@ def test_padding_outside_scan_circle_gives_the_same_result_as_air(pad):
     assert sitk.GetArrayViewFromImage(x.image).min() == -1024
 
 
+@pytest.mark.real_data
 def test_real_ct_with_minus_2048_padding_matches_clipped_copy():
     path = real_data("tcga-ov/TCGA-09-2043_CEAxial3.0WITH_CE_z056-159.nii.gz")
     image = sitk.ReadImage(str(path))[::6, ::6, ::3]  # keep the test fast; the padding is still there
@@ -285,6 +286,7 @@ def check_matches_ideal(result, reference: sitk.Image, min_dice: float = 0.98) -
     assert not (out[ideal == 0] > 0).mean() > 0.01
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("z_range, expect_found", [((82, 112), True),   # upper abdomen only (example_ct_sm)
                                                     ((0, 30), False),    # pelvis only: no FLARE organ
                                                     ((60, 112), True)])  # organs cut by the top border
