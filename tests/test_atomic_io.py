@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_flare.atomic_io import (atomic_path, remove_stale_temporaries, temporary_sibling, write_image_atomic,
-                                      write_json_atomic)
+from nnunetv2_flare.atomic_io import (
+    atomic_path,
+    remove_stale_temporaries,
+    temporary_sibling,
+    write_image_atomic,
+    write_json_atomic,
+)
 
 
 def test_temporary_keeps_the_extension(tmp_path):

@@ -18,6 +18,7 @@ from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.predict_cli import main
 from nnunetv2_flare.labels import FLARE_ORGANS
 
+
 @pytest.fixture(scope="module")
 def results(random_cascade) -> Path:
     return random_cascade[0].parents[1]

@@ -16,8 +16,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cascade_oracles import (LabelOracle, dice, ideal_output, ircadb_case, real_data, rotation_direction,
-                             synthetic_case, tie_tolerant_ideal)
+from cascade_oracles import (
+    LabelOracle,
+    dice,
+    ideal_output,
+    ircadb_case,
+    real_data,
+    rotation_direction,
+    synthetic_case,
+    tie_tolerant_ideal,
+)
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.image_io import read_image
 from nnunetv2_flare.inference.model_loading import CTNormalization

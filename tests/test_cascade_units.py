@@ -9,8 +9,14 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import real_data
-from nnunetv2_flare.inference.geometry import (Box, VoxelGrid, box_from_coarse, resize_linear, resize_nearest,
-                                               resize_offset_and_scale)
+from nnunetv2_flare.inference.geometry import (
+    Box,
+    VoxelGrid,
+    box_from_coarse,
+    resize_linear,
+    resize_nearest,
+    resize_offset_and_scale,
+)
 from nnunetv2_flare.inference.image_io import case_name, list_cases
 from nnunetv2_flare.inference.model_loading import NetworkModel, load_phase
 from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import tomllib
 
 from nnunetv2_flare.labels import dataset_json_labels
 

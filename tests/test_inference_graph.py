@@ -6,10 +6,19 @@ import torch
 from torch import nn
 
 from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
-from nnunetv2_flare.networks.inference_graph import (ArgmaxPatchExpand, ChannelLayerNorm, InstanceNormedConv,
-                                                     PatchExpand, build_inference_graph, fold_batchnorm, grouped_as_dense,
-                                                     grouped_as_depthwise_and_sum, identity_folded,
-                                                     interleaved_grouped_as_dense, merge_transpose_and_classifier)
+from nnunetv2_flare.networks.inference_graph import (
+    ArgmaxPatchExpand,
+    ChannelLayerNorm,
+    InstanceNormedConv,
+    PatchExpand,
+    build_inference_graph,
+    fold_batchnorm,
+    grouped_as_dense,
+    grouped_as_depthwise_and_sum,
+    identity_folded,
+    interleaved_grouped_as_dense,
+    merge_transpose_and_classifier,
+)
 
 NARROW = dict(features_per_stage=(12, 24, 48, 96), head_dim=12)
 

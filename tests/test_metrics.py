@@ -15,8 +15,12 @@ import SimpleITK as sitk
 
 from nnunetv2_flare.evaluation import evaluate_case, evaluate_folders, evaluate_organ, normalized_surface_dice
 from nnunetv2_flare.evaluation.cli import build_parser, main as evaluate_main
-from nnunetv2_flare.evaluation.metrics import (NSD_DSC_THRESHOLD, reference_slice_range, surface_area_lookup,
-                                               surface_distances)
+from nnunetv2_flare.evaluation.metrics import (
+    NSD_DSC_THRESHOLD,
+    reference_slice_range,
+    surface_area_lookup,
+    surface_distances,
+)
 from nnunetv2_flare.labels import FLARE_ORGANS, NSD_TOLERANCE_MM
 
 LIVER, AORTA, IVC, GALLBLADDER, ESOPHAGUS, DUODENUM = 1, 5, 6, 9, 10, 12

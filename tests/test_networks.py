@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
 
 torch.set_num_threads(2)

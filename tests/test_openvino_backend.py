@@ -20,6 +20,7 @@ from nnunetv2_flare.inference.openvino_backend import OpenVINOModel, check_preci
 from nnunetv2_flare.inference.random_models import write_random_cascade
 from nnunetv2_flare.phantoms import make_phantom
 
+
 @pytest.fixture(scope="module")
 def models(random_cascade) -> tuple[Path, Path]:
     return random_cascade

@@ -1,8 +1,9 @@
 """The package ships plans/ and trainers/ and lists every subpackage (installs non-editable too)."""
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

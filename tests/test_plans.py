@@ -3,7 +3,6 @@ rule that re-planning never silently changes the normalization statistics."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +155,7 @@ def test_replanning_keeps_user_configurations(planned):
 
 def _preprocess_case(planned, configuration: str, case: int = 0):
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
     from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
     pm = _plans_manager(planned["plans_file"])
     cm = pm.get_configuration(configuration)
@@ -199,6 +199,7 @@ def test_locator_preprocessing_resizes_then_normalizes_and_binarizes(planned):
 
 def test_locator_export_restores_the_original_grid(planned):
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
     from nnunetv2_flare.planning.abdomen_labels import abdomen_dataset_json
     pm, cm, image, seg, props, data, pseg, out, dataset_json = _preprocess_case(planned, "flare_locator", 1)
     logits = torch.from_numpy(np.concatenate([pseg == 0, pseg == 1]).astype(np.float32))
@@ -229,6 +230,7 @@ def test_organ_preprocessing_crops_to_the_labelled_foreground(planned):
 def test_organ_export_pastes_the_crop_into_the_full_image(planned):
     """On a case already at the target spacing, one-hot 'logits' of the preprocessed label come back exactly."""
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
     from nnunetv2_flare.planning.preprocessors import FlareOrganPreprocessor
     from tiny_dataset import synthetic_case
     pm = _plans_manager(planned["plans_file"])
@@ -261,8 +263,8 @@ def test_non_ct_dataset_is_refused(tmp_path):
 
 
 def test_missing_environment_is_explained(monkeypatch):
-    from nnunetv2_flare.planning.plan_and_preprocess import plan_and_preprocess
     from nnunetv2_flare.cli_errors import UsageError
+    from nnunetv2_flare.planning.plan_and_preprocess import plan_and_preprocess
     monkeypatch.delenv("nnUNet_raw", raising=False)
     with pytest.raises(UsageError, match="nnUNet_raw"):
         plan_and_preprocess(DATASET_ID)

@@ -283,6 +283,7 @@ def test_color_table_and_report_carry_the_label_names(dicom_run):
 @pytest.mark.real_data
 def test_preview_png_shows_the_ct_and_the_organ_colours(dicom_run):
     from matplotlib.image import imread
+
     from nnunetv2_flare.inference.label_colors import label_colors
     png = imread(str(dicom_run["folder"] / "seg.png"))[..., :3]
     assert png.shape[0] >= 400 and png.shape[1] >= 1000 and png.std() > 0.05  # not blank
@@ -299,6 +300,7 @@ def test_preview_png_shows_the_ct_and_the_organ_colours(dicom_run):
 @pytest.mark.real_data
 def test_dicom_seg_reads_back_as_the_nifti_labels(dicom_run):
     import pydicom
+
     from nnunetv2_flare.inference.image_io import dicom_series_files
     seg = pydicom.dcmread(str(dicom_run["folder"] / "seg.dcm"))
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
@@ -393,6 +395,7 @@ def test_roi_subset_by_name_with_names_from_the_models_dataset_json(three_label_
 @pytest.mark.real_data
 def test_python_api_takes_paths_sitk_nibabel_and_numpy(models):
     import nibabel as nib
+
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     predictor = FlareCascadePredictor(models["locator"], models["organs"], backend="torch", threads=1,
                                       progress=False)

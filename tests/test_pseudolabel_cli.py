@@ -15,7 +15,6 @@ from nnunetv2_flare.pseudolabel import rounds
 from nnunetv2_flare.pseudolabel.cli import main
 from nnunetv2_flare.pseudolabel.combine import combine_labels
 from nnunetv2_flare.pseudolabel.organ_prediction import label_box, load_organ_predictor, predict_case
-
 from test_pseudolabel_rounds import CASES, TRUSTED, assert_consistent_round, make_dataset, read, snapshot
 
 

@@ -7,7 +7,11 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nnunetv2_flare.pseudolabel.combine import (
-    PAPER_PRIORITY, PAPER_WRITE_ORDER, combine_labels, priority_from_write_order, voxel_changes,
+    PAPER_PRIORITY,
+    PAPER_WRITE_ORDER,
+    combine_labels,
+    priority_from_write_order,
+    voxel_changes,
 )
 
 LIVER, R_KIDNEY, SPLEEN, PANCREAS, AORTA, IVC, R_ADRENAL, L_ADRENAL, GALLBLADDER, ESOPHAGUS, STOMACH, DUODENUM, \

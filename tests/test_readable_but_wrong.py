@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from nnunetv2_flare.cli_errors import UsageError
 from nnunetv2_flare.inference.input_checks import InputRefused

@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tiny_dataset import ORGAN_IDS, write_tiny_dataset
+from tiny_dataset import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET_ID = 220
@@ -89,7 +89,9 @@ def test_trainer_folder_module_only_reexports():
 @pytest.mark.parametrize("name", TRAINER_NAMES)
 def test_nnunet_lookup_returns_the_package_class(name, monkeypatch):
     import importlib
+
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
     from nnunetv2_flare.training.ext_trainer_path import ext_trainer_path
     monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_path())
     found = recursive_find_trainer_class_by_name(name)
@@ -138,6 +140,7 @@ def _trainer(preprocessed, cls, configuration, monkeypatch):
 
 def test_paper_defaults(preprocessed, monkeypatch):
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+
     from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
     from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
     organs = _trainer(preprocessed, nnUNetTrainerFlareOrgans, "flare_organs", monkeypatch)

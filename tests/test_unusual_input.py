@@ -19,8 +19,16 @@ from cascade_oracles import LabelOracle, dice, real_data, tie_tolerant_ideal
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
 from nnunetv2_flare.inference.orientation import plan_reorientation
-from unusual_inputs import (NORM, array_predictor, body_ct, same_geometry, tmp_files, with_array, write,
-                            write_dicom_series)
+from unusual_inputs import (
+    NORM,
+    array_predictor,
+    body_ct,
+    same_geometry,
+    tmp_files,
+    with_array,
+    write,
+    write_dicom_series,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +145,6 @@ def test_padding_outside_scan_circle_gives_the_same_result_as_air(pad):
     np.testing.assert_array_equal(labels(padded), labels(reference))
     assert any("set to -1024 HU (air)" in n for n in padded.notes)
     # the clamp matters: without it the same scan gives other labels
-    raw = array_predictor()
     raw_image = body_ct(padding=pad)
     x = prepare_input(raw_image)
     assert sitk.GetArrayViewFromImage(x.image).min() == -1024

@@ -76,6 +76,7 @@ def write_nnunet_fullres(results: Path) -> str:
     """A default-style nnU-Net 3d_fullres model folder (PlainConvUNet 6 stages 32..320) with random weights."""
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
     from nnunetv2_flare.atomic_io import write_json_atomic
     from nnunetv2_flare.inference.random_models import CT_INTENSITY_PROPERTIES, plans_configuration
     from nnunetv2_flare.labels import dataset_json_labels
@@ -132,8 +133,8 @@ class FixedBoxLocator:
 
 def run_case(args) -> None:
     t0 = time.perf_counter()
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.atomic_io import write_image_atomic
+    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     backend, precision = runtime(args.backend)
     predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=backend,
                                       precision=precision)
@@ -198,6 +199,7 @@ def logits_ir(model_folder: Path) -> Path:
     """The fp32 OpenVINO model (inference graph, logits out) of the folder's fold_all checkpoint, converted once and
     kept next to it. The cascade's cached model ends in the argmax."""
     import openvino as ov
+
     from nnunetv2_flare.inference.model_loading import load_phase
     from nnunetv2_flare.inference.openvino_backend import convert
     path = model_folder / "fold_all" / "study_logits.xml"
@@ -217,6 +219,7 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
     (`repeats` rounds, the order rotating every round) so that a noisy shared host slows them alike; the speed-up is
     the median over rounds of torch's time over the runtime's time in the same round, with the same output."""
     import torch
+
     from nnunetv2_flare.inference.cascade import set_threads
     from nnunetv2_flare.inference.model_loading import load_phase
     set_threads(threads)
@@ -253,6 +256,7 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
 
 def label_agreement(a: Path, b: Path) -> float:
     import SimpleITK as sitk
+
     from nnunetv2_flare.evaluation.metrics import foreground_agreement
     same, total = foreground_agreement(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b)))
     return same / total if total else 1.0
@@ -325,6 +329,7 @@ def main() -> None:
         return
 
     import torch
+
     from nnunetv2_flare.inference.openvino_backend import native_bf16, openvino_available
     from nnunetv2_flare.inference.random_models import write_random_cascade
     backends = args.backends or (["torch"] + (["openvino"] if openvino_available() else [])

@@ -14,11 +14,11 @@ import statistics
 import time
 
 import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunetv2_flare.networks import FlareLocator, FlareOrganNet
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
 from benchmark_cascade import logits_ir, median_ratio, take_turns  # tools/ is on the path when this script runs
 
 KEEP_FP32 = ["GroupConvolution", "ConvolutionBackpropData", "ScaledDotProductAttention", "MatMul"]
@@ -93,7 +92,9 @@ def int8_speed(core, organs: Path, threads: int, repeats: int) -> None:
 
 def other_runtimes(core, organs: Path, threads: int, repeats: int, which: list[str]) -> None:
     import warnings
+
     import torch
+
     from nnunetv2_flare.inference.model_loading import load_phase
     from nnunetv2_flare.networks.inference_graph import build_inference_graph
     torch.set_num_threads(threads)
@@ -123,6 +124,7 @@ def other_runtimes(core, organs: Path, threads: int, repeats: int, which: list[s
 
 def accuracy(core, demo: Path, threads: int, n_calibration: int, n_held_out: int) -> None:
     import json
+
     from nnunetv2_flare.demo import DEMO_CONFIGURATION, ORGAN_TRAINER, PLANS
     results = next((demo / "nnUNet_results").glob("Dataset*"))
     organs = results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}"

@@ -15,7 +15,6 @@ from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_comma
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders, format_table
 from nnunetv2_flare.labels import FLARE_ORGANS
 
-
 PROG = "nnUNetv2_flare_evaluate"
 DESCRIPTION = (
     "FLARE's per-organ DSC and NSD of predicted label maps against reference label maps, computed as FLARE's "

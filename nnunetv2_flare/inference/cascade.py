@@ -32,27 +32,46 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import write_image_atomic, write_json_atomic
-from nnunetv2_flare.inference.batch_safety import (claim_case, one_line, prepare_output_folder,
-                                                   remove_case_temporaries)
-from nnunetv2_flare.inference.geometry import (Box, VoxelGrid, box_from_coarse, resize_linear, resize_nearest,
-                                               resize_offset_and_scale, working_shape)
-from nnunetv2_flare.inference.image_io import list_cases, read_image
-from nnunetv2_flare.inference.ensemble import parse_folds
-from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
-from nnunetv2_flare.inference.openvino_backend import check_precision, resolve_backend
-from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
 from nnunetv2_flare.inference.api_inputs import as_api_input, labels_as
+from nnunetv2_flare.inference.batch_safety import claim_case, one_line, prepare_output_folder, remove_case_temporaries
 from nnunetv2_flare.inference.case_outputs import OutputOptions, output_targets, write_extras
-from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
-from nnunetv2_flare.inference.parts import select_part
-from nnunetv2_flare.inference.predict_checks import check_report_path, prepare_report_folder
-from nnunetv2_flare.inference.report_merge import (drop_earlier_measurements, earlier_report, entry_for_case,
-                                                   start_report)
-from nnunetv2_flare.inference.model_loading import (CHECKPOINT, CTNormalization, NetworkModel, Phase,
-                                                    SegmentationModel, load_phase)
 from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
-from nnunetv2_flare.inference.postprocessing import (foreground_bounds, keep_largest_component_per_label,
-                                                     remove_small_components)
+from nnunetv2_flare.inference.ensemble import parse_folds
+from nnunetv2_flare.inference.geometry import (
+    Box,
+    VoxelGrid,
+    box_from_coarse,
+    resize_linear,
+    resize_nearest,
+    resize_offset_and_scale,
+    working_shape,
+)
+from nnunetv2_flare.inference.image_io import list_cases, read_image
+from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
+from nnunetv2_flare.inference.model_loading import (
+    CHECKPOINT,
+    CTNormalization,
+    NetworkModel,
+    Phase,
+    SegmentationModel,
+    load_phase,
+)
+from nnunetv2_flare.inference.openvino_backend import check_precision, resolve_backend
+from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
+from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
+from nnunetv2_flare.inference.parts import select_part
+from nnunetv2_flare.inference.postprocessing import (
+    foreground_bounds,
+    keep_largest_component_per_label,
+    remove_small_components,
+)
+from nnunetv2_flare.inference.predict_checks import check_report_path, prepare_report_folder
+from nnunetv2_flare.inference.report_merge import (
+    drop_earlier_measurements,
+    earlier_report,
+    entry_for_case,
+    start_report,
+)
 from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 

@@ -9,7 +9,6 @@ image_io.dicom_series_files, so frame k of the pixel array belongs to that file'
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

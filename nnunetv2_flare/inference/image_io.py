@@ -104,8 +104,13 @@ def read_dicom_series(path: str | os.PathLike) -> sitk.Image:
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """One 3D CT as a SimpleITK image with its geometry, from a file or a DICOM series folder."""
-    from nnunetv2_flare.inference.input_checks import (InputRefused, check_file_complete, check_nifti_header_spacing,
-                                                       read_failure_reason, to_single_channel_3d)
+    from nnunetv2_flare.inference.input_checks import (
+        InputRefused,
+        check_file_complete,
+        check_nifti_header_spacing,
+        read_failure_reason,
+        to_single_channel_3d,
+    )
     path = Path(path)
     if path.is_dir() or (path.is_file() and is_dicom_file(path)):
         try:

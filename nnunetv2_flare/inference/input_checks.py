@@ -19,8 +19,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_flare.inference.geometry import Box
-from nnunetv2_flare.inference.orientation import (DEFAULT_ORIENTATION, Geometry, Reorientation, direction_matrix,
-                                                  labels_on_input_grid, plan_reorientation, reoriented_image)
+from nnunetv2_flare.inference.orientation import (
+    DEFAULT_ORIENTATION,
+    Geometry,
+    Reorientation,
+    direction_matrix,
+    labels_on_input_grid,
+    plan_reorientation,
+    reoriented_image,
+)
 
 # spacing limits (mm): below 0.05 mm or above 20 mm no CT scanner produces; 1e-6 or 100 mm are broken headers
 MIN_SPACING_MM = 0.05

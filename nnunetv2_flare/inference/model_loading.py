@@ -16,8 +16,14 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,  # noqa: F401
-                                               ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
+from nnunetv2_flare.inference.defaults import (  # noqa: F401
+    CHECKPOINT,
+    LOCATOR_CONFIGURATION,
+    LOCATOR_TRAINER,
+    ORGAN_CONFIGURATION,
+    ORGAN_TRAINER,
+    PLANS,
+)
 from nnunetv2_flare.inference.geometry import VoxelGrid
 
 if TYPE_CHECKING:

@@ -103,6 +103,7 @@ def convert(network: nn.Module, input_shape: Sequence[int], labels: bool = True)
     labels (uint8, 1 x *patch), or with `labels=False` its logits."""
     import openvino as ov
     import torch
+
     from nnunetv2_flare.networks.inference_graph import build_inference_graph
 
     graph = build_inference_graph(network.eval(), labels)

@@ -16,6 +16,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from typing import Sequence
+
 import numpy as np
 import SimpleITK as sitk
 

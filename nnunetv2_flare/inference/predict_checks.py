@@ -101,10 +101,8 @@ def prepare_report_folder(report: str | os.PathLike) -> None:
 
 def check_paths(args: argparse.Namespace) -> None:
     """Inputs, output and report fit together (reads listings and headers of nothing but names; writes nothing)."""
-    from nnunetv2_flare.inference.case_outputs import OutputOptions, check_request
-
     from nnunetv2_flare.inference.batch_safety import OutputFolderError, check_output_location
-    from nnunetv2_flare.inference.case_outputs import output_folder_of
+    from nnunetv2_flare.inference.case_outputs import OutputOptions, check_request, output_folder_of
 
     check_output_apart_from_inputs(args.i, args.o)
     try:

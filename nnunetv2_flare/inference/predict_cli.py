@@ -6,8 +6,14 @@ import sys
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
-from nnunetv2_flare.inference.defaults import (CHECKPOINT, LOCATOR_CONFIGURATION, LOCATOR_TRAINER,
-                                               ORGAN_CONFIGURATION, ORGAN_TRAINER, PLANS)
+from nnunetv2_flare.inference.defaults import (
+    CHECKPOINT,
+    LOCATOR_CONFIGURATION,
+    LOCATOR_TRAINER,
+    ORGAN_CONFIGURATION,
+    ORGAN_TRAINER,
+    PLANS,
+)
 from nnunetv2_flare.inference.predict_checks import check_arguments, check_paths, dataset_name_or_id
 
 PROG = "nnUNetv2_flare_predict"
@@ -122,12 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _predict(args: argparse.Namespace) -> int:
     """Checks on the paths, models, folders, then the batch; every refusal before the first case."""
     check_paths(args)
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    from nnunetv2_flare.inference.model_loading import resolve_model_folders
-
     import SimpleITK as sitk
+
     from nnunetv2_flare.inference.batch_safety import prepare_output_folder, sigterm_as_interrupt
+    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.inference.case_outputs import OutputOptions, output_folder_of
+    from nnunetv2_flare.inference.model_loading import resolve_model_folders
     from nnunetv2_flare.inference.predict_checks import prepare_report_folder
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line

@@ -27,8 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunetv2_flare.networks.architectures.flare_organ_net import FlareOrganNet, LACBDecoder, OrganEncoderStage
-from nnunetv2_flare.networks.building_blocks.sam_msa import (DetailFeedForward, MultiHeadSelfAttention,
-                                                             ScaleAwareModulator, TransformerBlock)
+from nnunetv2_flare.networks.building_blocks.sam_msa import (
+    DetailFeedForward,
+    MultiHeadSelfAttention,
+    ScaleAwareModulator,
+    TransformerBlock,
+)
 
 
 # ------------------------------------------------------------------------------------------ conversions

@@ -7,10 +7,8 @@ import time
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
-
 from nnunetv2_flare.phantoms.dataset import write_phantom_dataset
 from nnunetv2_flare.phantoms.scan import FOVS, SHAPES
-
 
 PROG = "nnUNetv2_flare_make_phantoms"
 

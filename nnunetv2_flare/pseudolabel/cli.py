@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
-
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset
 from nnunetv2_flare.pseudolabel.organ_prediction import DEFAULT_MARGIN_MM, load_organ_predictor
 from nnunetv2_flare.pseudolabel.rounds import describe_rounds
 from nnunetv2_flare.pseudolabel.run_round import format_report, read_trusted_cases, run_pseudolabel_round
-
 
 PROG = "nnUNetv2_flare_pseudolabel"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 GT_FOLDER = "gt_segmentations"

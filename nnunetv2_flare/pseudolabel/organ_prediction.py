@@ -18,7 +18,6 @@ from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
 from nnunetv2_flare.inference.geometry import Box
 from nnunetv2_flare.planning.preprocessors import foreground_bbox_with_margin
 
-
 # image, box (array order) -> labels of the box region, shape box.shape
 OrganPredictor = Callable[[sitk.Image, Box], np.ndarray]
 

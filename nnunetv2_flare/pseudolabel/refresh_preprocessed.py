@@ -21,11 +21,11 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
 import nnunetv2_flare
-from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from nnunetv2_flare.atomic_io import TMP_PREFIX, atomic_path, remove_stale_temporaries
 from nnunetv2_flare.pseudolabel.dataset_state import GT_FOLDER, FlareDataset
 from nnunetv2_flare.pseudolabel.rounds import staged_preprocessed_folder

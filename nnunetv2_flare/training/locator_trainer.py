@@ -6,15 +6,18 @@ import warnings
 
 import numpy as np
 import torch
-from torch import distributed as dist
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+from torch import distributed as dist
 
-from nnunetv2_flare.planning.abdomen_labels import (ABDOMEN_REFERENCE_FOLDER, abdomen_dataset_json,
-                                                    write_abdomen_references)
+from nnunetv2_flare.planning.abdomen_labels import (
+    ABDOMEN_REFERENCE_FOLDER,
+    abdomen_dataset_json,
+    write_abdomen_references,
+)
 from nnunetv2_flare.training.flare_trainer_base import nnUNetTrainerFlareBase
 
 

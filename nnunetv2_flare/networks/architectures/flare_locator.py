@@ -8,8 +8,12 @@ import torch
 from torch import nn
 
 from nnunetv2_flare.networks.building_blocks.fasternet import FasterNetStage3d
-from nnunetv2_flare.networks.building_blocks.helpers import (check_spatial_divisibility, drop_path_rates,
-                                                             init_weights, normalize_strides)
+from nnunetv2_flare.networks.building_blocks.helpers import (
+    check_spatial_divisibility,
+    drop_path_rates,
+    init_weights,
+    normalize_strides,
+)
 from nnunetv2_flare.networks.building_blocks.segformer_head import SegFormerHead3d
 
 

@@ -7,9 +7,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunetv2_flare.networks.building_blocks.helpers import (check_spatial_divisibility, drop_path_rates,
-                                                             init_weights, normalize_strides, to_channels_first,
-                                                             to_channels_last)
+from nnunetv2_flare.networks.building_blocks.helpers import (
+    check_spatial_divisibility,
+    drop_path_rates,
+    init_weights,
+    normalize_strides,
+    to_channels_first,
+    to_channels_last,
+)
 from nnunetv2_flare.networks.building_blocks.lacb import LACB, UpBlock
 from nnunetv2_flare.networks.building_blocks.sam_msa import TransformerBlock, mixers_for_stage
 
