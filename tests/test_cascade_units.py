@@ -22,6 +22,7 @@ from nnunetv2_flare.inference.model_loading import NetworkModel, load_phase
 from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components
 from nnunetv2_flare.inference.random_models import write_random_model_folder
 from nnunetv2_flare.inference.sliding_window import owned_ranges, tile_starts
+from nnunetv2_flare.masks import foreground_box, margin_voxels
 
 
 @settings(max_examples=30, deadline=None)
@@ -63,7 +64,7 @@ def test_tiles_cover_with_fewest_patches_and_ownership_partitions(length, patch,
 
 
 def test_box_from_coarse_covers_the_coarse_voxels_and_clips():
-    box = box_from_coarse((1, 0, 5), (2, 3, 7), (8, 8, 8), (20, 16, 8), (1, 2, 0))
+    box = box_from_coarse((1, 0, 5), (3, 4, 8), (8, 8, 8), (20, 16, 8), (1, 2, 0))
     assert box.start == (1, 0, 5) and box.stop == (9, 10, 8)
     assert Box.whole((3, 4, 5)).shape == (3, 4, 5)
 
@@ -160,3 +161,12 @@ def test_argmax_labels_equals_torch_argmax_including_ties() -> None:
     expected = logits.argmax(0).to(torch.uint8).numpy()
     np.testing.assert_array_equal(argmax_labels(logits.numpy()), expected)
     assert argmax_labels(np.random.randn(2, 4, 4, 4).astype(np.float32)).dtype == np.uint8
+
+
+def test_foreground_box_is_half_open_grows_by_the_margin_and_clips():
+    mask = np.zeros((6, 7, 8), bool)
+    mask[2, 3:5, 7] = True
+    assert foreground_box(mask) == ((2, 3, 7), (3, 5, 8))
+    assert foreground_box(mask, (1, 4, 2)) == ((1, 0, 5), (4, 7, 8))
+    assert foreground_box(np.zeros((2, 2), bool)) is None
+    assert margin_voxels(15.0, (2.5, 0.8, 1.0)) == (6, 19, 15)

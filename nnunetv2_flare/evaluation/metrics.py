@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunetv2_flare.labels import FLARE_ORGANS, NSD_TOLERANCE_MM, Z_RANGE_RESTRICTED
+from nnunetv2_flare.masks import foreground_box
 
 NSD_DSC_THRESHOLD = 0.2
 SLICE_AXIS = 2  # FLARE cuts tubular organs along nibabel's third array axis, whatever the header direction
@@ -104,13 +105,6 @@ def neighbour_codes(mask: np.ndarray) -> np.ndarray:
     return codes
 
 
-def tight_bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Smallest box holding every foreground voxel of a non-empty mask."""
-    coords = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-              for axis in range(mask.ndim)]
-    return tuple(slice(int(c[0]), int(c[-1]) + 1) for c in coords)
-
-
 @dataclass(frozen=True)
 class SurfaceDistances:
     """Per surface element of each mask: its area (mm^2) and its distance (mm) to the other mask's surface."""
@@ -145,7 +139,8 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float
         raise ValueError("surface distances need two non-empty masks")
     spacing = tuple(float(s) for s in spacing)
     # outside the union's box both masks are background: surfaces and the distances between them are unchanged
-    box = tight_bounding_box(ref | pred)
+    lo, hi = foreground_box(ref | pred)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
     codes_ref, codes_pred = neighbour_codes(ref[box]), neighbour_codes(pred[box])
     surface_ref = (codes_ref != 0) & (codes_ref != 255)
     surface_pred = (codes_pred != 0) & (codes_pred != 255)

@@ -35,7 +35,6 @@ from nnunetv2_flare.atomic_io import write_image_atomic, write_json_atomic
 from nnunetv2_flare.inference.api_inputs import as_api_input, labels_as
 from nnunetv2_flare.inference.batch_safety import claim_case, one_line, prepare_output_folder, remove_case_temporaries
 from nnunetv2_flare.inference.case_outputs import OutputOptions, output_targets, write_extras
-from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
 from nnunetv2_flare.inference.ensemble import parse_folds
 from nnunetv2_flare.inference.geometry import (
     Box,
@@ -49,7 +48,6 @@ from nnunetv2_flare.inference.geometry import (
 from nnunetv2_flare.inference.image_io import list_cases, read_image
 from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
 from nnunetv2_flare.inference.model_loading import (
-    CHECKPOINT,
     CTNormalization,
     NetworkModel,
     Phase,
@@ -61,7 +59,6 @@ from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_i
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
 from nnunetv2_flare.inference.parts import select_part
 from nnunetv2_flare.inference.postprocessing import (
-    foreground_bounds,
     keep_largest_component_per_label,
     remove_small_components,
 )
@@ -74,6 +71,8 @@ from nnunetv2_flare.inference.report_merge import (
 )
 from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
+from nnunetv2_flare.masks import foreground_box, margin_voxels
+from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (model_loading.py)
     import torch
@@ -212,7 +211,7 @@ class FlareCascadePredictor:
             Phase(wrap(organs), organ_normalization, tuple(organ_patch_size), tuple(organ_spacing), NUM_CLASSES),
             **options)
 
-    def _configure(self, locator: Phase, organs: Phase, margin_mm: float = DEFAULT_MARGIN_MM,
+    def _configure(self, locator: Phase, organs: Phase, margin_mm: float = CASCADE_MARGIN_MM,
                    min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
                    progress: bool = True, orientation: str | None = DEFAULT_ORIENTATION,
                    roi_subset: Sequence[str] | None = None, statistics: bool = False) -> None:
@@ -290,15 +289,14 @@ class FlareCascadePredictor:
         side_voxels = math.prod(min(self.min_component_side, n) for n in array.shape)
         min_voxels = max(1, round(side_voxels * math.prod(size) / math.prod(array.shape)))
         foreground = remove_small_components(foreground, min_voxels)
-        bounds = foreground_bounds(foreground)
+        bounds = foreground_box(foreground)
         spacing_zyx = image.GetSpacing()[::-1]
         if bounds is None:
             warnings.append("The locator found no abdomen (after removing components smaller than "
                             f"{self.min_component_side}^3 voxels): segmenting the whole volume.")
             box, found = Box.whole(array.shape), False
         else:
-            margin = [math.ceil(self.margin_mm / s) for s in spacing_zyx]
-            box, found = box_from_coarse(*bounds, size, array.shape, margin), True
+            box, found = box_from_coarse(*bounds, size, array.shape, margin_voxels(self.margin_mm, spacing_zyx)), True
         watch.lap("locate_postprocess")
         return box, found
 

@@ -76,14 +76,14 @@ class Box:
 
 def box_from_coarse(lo: Sequence[int], hi: Sequence[int], coarse_shape: Sequence[int], fine_shape: Sequence[int],
                     margin_vox: Sequence[int]) -> Box:
-    """Fine-grid box covering coarse voxels lo..hi (inclusive) plus a margin, clipped to the volume.
+    """Fine-grid box covering coarse voxels [lo, hi) (masks.foreground_box) plus a margin, clipped to the volume.
 
     Coarse voxel i covers fine continuous extent [i * s, (i + 1) * s) with s = fine / coarse (same physical extent)."""
     start, stop = [], []
     for a, b, c, f, m in zip(lo, hi, coarse_shape, fine_shape, margin_vox):
         s = f / c
         start.append(max(0, int(np.floor(a * s)) - m))
-        stop.append(min(f, int(np.ceil((b + 1) * s)) + m))
+        stop.append(min(f, int(np.ceil(b * s)) + m))
     return Box(tuple(start), tuple(stop))
 
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from nnunetv2_flare.inference.defaults import (  # noqa: F401
+from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.names import (
     CHECKPOINT,
     LOCATOR_CONFIGURATION,
     LOCATOR_TRAINER,
@@ -24,7 +25,6 @@ from nnunetv2_flare.inference.defaults import (  # noqa: F401
     ORGAN_TRAINER,
     PLANS,
 )
-from nnunetv2_flare.inference.geometry import VoxelGrid
 
 if TYPE_CHECKING:
     import torch

@@ -35,14 +35,3 @@ def keep_largest_component_per_label(labels: np.ndarray) -> np.ndarray:
     return np.where(keep[components], labels, 0).astype(labels.dtype)
 
 
-def foreground_bounds(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """Inclusive (lo, hi) index bounds of the True voxels, or None if there are none."""
-    if not mask.any():
-        return None
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        lo.append(int(idx[0]))
-        hi.append(int(idx[-1]))
-    return tuple(lo), tuple(hi)

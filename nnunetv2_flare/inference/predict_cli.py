@@ -6,7 +6,8 @@ import sys
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
-from nnunetv2_flare.inference.defaults import (
+from nnunetv2_flare.inference.predict_checks import check_arguments, check_paths, dataset_name_or_id
+from nnunetv2_flare.names import (
     CHECKPOINT,
     LOCATOR_CONFIGURATION,
     LOCATOR_TRAINER,
@@ -14,7 +15,6 @@ from nnunetv2_flare.inference.defaults import (
     ORGAN_TRAINER,
     PLANS,
 )
-from nnunetv2_flare.inference.predict_checks import check_arguments, check_paths, dataset_name_or_id
 
 PROG = "nnUNetv2_flare_predict"
 

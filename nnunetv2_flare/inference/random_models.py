@@ -13,16 +13,16 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunetv2_flare.atomic_io import atomic_path, write_json_atomic
-from nnunetv2_flare.inference.model_loading import (
+from nnunetv2_flare.inference.model_loading import fold_folder_name
+from nnunetv2_flare.labels import dataset_json_labels
+from nnunetv2_flare.names import (
     CHECKPOINT,
     LOCATOR_CONFIGURATION,
     LOCATOR_TRAINER,
     ORGAN_CONFIGURATION,
     ORGAN_TRAINER,
     PLANS,
-    fold_folder_name,
 )
-from nnunetv2_flare.labels import dataset_json_labels
 
 # CT foreground statistics of a typical abdominal dataset (used only for normalization of random models)
 CT_INTENSITY_PROPERTIES = {"max": 3071.0, "mean": 90.0, "median": 95.0, "min": -1024.0,

@@ -17,7 +17,8 @@ from nnunetv2.preprocessing.resampling.default_resampling import compute_new_sha
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from nnunetv2_flare.atomic_io import write_json_atomic
-from nnunetv2_flare.planning.templates import FLARE_PLANS_IDENTIFIER, load_plans_template
+from nnunetv2_flare.names import PLANS
+from nnunetv2_flare.planning.templates import load_plans_template
 
 
 def require_single_ct_channel(dataset_json: dict, dataset_name: str) -> None:
@@ -36,7 +37,7 @@ class FlarePlanner(ExperimentPlanner):
     pass `overwrite_plans=True` to replace them with the current fingerprint's.
     """
 
-    def __init__(self, dataset_name_or_id: str | int, plans_name: str = FLARE_PLANS_IDENTIFIER,
+    def __init__(self, dataset_name_or_id: str | int, plans_name: str = PLANS,
                  overwrite_plans: bool = False, **kwargs) -> None:
         # the organ spacing is fixed in array order (z, y, x): a transpose would move it to other axes
         super().__init__(dataset_name_or_id, plans_name=plans_name, suppress_transpose=True, **kwargs)

@@ -20,11 +20,19 @@ from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import atomic_write
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
+from nnunetv2_flare.names import (
+    DEFAULT_CONFIGURATIONS,
+    LOCATOR_CONFIGURATION,
+    LOCATOR_TRAINER,
+    ORGAN_CONFIGURATION,
+    ORGAN_NARROW_CONFIGURATION,
+    ORGAN_TRAINER,
+    PLANS,
+)
 from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, write_abdomen_references
 from nnunetv2_flare.planning.dataset_checks import check_dataset, read_dataset_json
 from nnunetv2_flare.planning.flare_planner import FlarePlanner
 from nnunetv2_flare.planning.preprocessors import FlareLocatorPreprocessor, training_preprocessor_class
-from nnunetv2_flare.planning.templates import DEFAULT_CONFIGURATIONS, FLARE_PLANS_IDENTIFIER
 
 PROG = "nnUNetv2_flare_plan_and_preprocess"
 
@@ -61,7 +69,7 @@ def plan_and_preprocess(dataset_id: int, configurations: Sequence[str] = DEFAULT
     plans_manager = PlansManager(str(planner.plans_file))
     unknown = [c for c in configurations if c not in plans_manager.available_configurations]
     if unknown:
-        raise UsageError(f"unknown configuration(s) {unknown}; {FLARE_PLANS_IDENTIFIER} has "
+        raise UsageError(f"unknown configuration(s) {unknown}; {PLANS} has "
                          f"{plans_manager.available_configurations}")
     if not preprocess:
         return planner.plans_file
@@ -91,15 +99,14 @@ def plan_and_preprocess(dataset_id: int, configurations: Sequence[str] = DEFAULT
 def build_parser() -> argparse.ArgumentParser:
     p = FlareArgumentParser(
         prog=PROG,
-        description="Dataset fingerprint, FlarePlans (configurations flare_locator, flare_organs, "
-                    "flare_organs_narrow) and preprocessing of the training data of both phases. Then train with "
-                    "nnUNetv2_train DATASET flare_locator all -tr nnUNetTrainerFlareLocator -p FlarePlans (and "
-                    "flare_organs / nnUNetTrainerFlareOrgans) after export nnUNet_extTrainer=$("
-                    "nnUNetv2_flare_ext_trainer_path).")
+        description=f"Dataset fingerprint, {PLANS} (configurations {', '.join(DEFAULT_CONFIGURATIONS)}) and "
+                    f"preprocessing of the training data of both phases. Then train with nnUNetv2_train DATASET "
+                    f"{LOCATOR_CONFIGURATION} all -tr {LOCATOR_TRAINER} -p {PLANS} (and {ORGAN_CONFIGURATION} / "
+                    f"{ORGAN_TRAINER}) after export nnUNet_extTrainer=$(nnUNetv2_flare_ext_trainer_path).")
     p.add_argument("-d", nargs="+", type=int, required=True, help="dataset id(s), e.g. 220")
     p.add_argument("-c", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
                    help=f"configurations to preprocess (default: {' '.join(DEFAULT_CONFIGURATIONS)}; "
-                        f"flare_organs_narrow shares the data of flare_organs)")
+                        f"{ORGAN_NARROW_CONFIGURATION} shares the data of {ORGAN_CONFIGURATION})")
     p.add_argument("-np", type=int, default=default_num_processes,
                    help=f"worker processes for fingerprint and preprocessing (default {default_num_processes}, "
                         f"nnU-Net's nnUNet_def_n_proc)")

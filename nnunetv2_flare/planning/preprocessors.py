@@ -6,7 +6,6 @@ configuration is named in its `flare_training_preprocessor` entry and looked up 
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from typing import Sequence
@@ -20,6 +19,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
+from nnunetv2_flare.masks import foreground_box, margin_voxels
+from nnunetv2_flare.names import TRAINING_CROP_MARGIN_MM
 from nnunetv2_flare.planning.abdomen_labels import abdomen_dataset_json, binarize
 
 
@@ -104,7 +105,7 @@ class FlareOrganPreprocessor(FlarePreprocessorBase):
     into a zero volume of the original size, as the cascade does.
     """
 
-    default_margin_mm = 10.0
+    default_margin_mm = TRAINING_CROP_MARGIN_MM
 
     def run_case_npy(self, data: np.ndarray, seg: np.ndarray | None, properties: dict, plans_manager: PlansManager,
                      configuration_manager: ConfigurationManager, dataset_json: dict | str):
@@ -116,7 +117,7 @@ class FlareOrganPreprocessor(FlarePreprocessorBase):
         margin_mm = float(configuration_manager.configuration.get("flare_foreground_margin_mm",
                                                                   self.default_margin_mm))
         full_shape = data.shape[1:]
-        fg_bbox = foreground_bbox_with_margin(seg[0] > 0, properties["spacing"], margin_mm)
+        fg_bbox = list(zip(*foreground_box(seg[0] > 0, margin_voxels(margin_mm, properties["spacing"]))))
         slicer = (slice(None), *[slice(lo, hi) for lo, hi in fg_bbox])
         data, seg = data[slicer], seg[slicer]
 
@@ -130,16 +131,6 @@ class FlareOrganPreprocessor(FlarePreprocessorBase):
         properties["shape_before_cropping"] = tuple(int(s) for s in _transposed(full_shape, transpose))
         properties["flare_foreground_bbox"] = [list(b) for b in fg_bbox_t]
         return data, seg, properties
-
-
-def foreground_bbox_with_margin(mask: np.ndarray, spacing: Sequence[float], margin_mm: float) -> list[list[int]]:
-    """Bounding box [[lo, hi), ...] of `mask`, grown by `margin_mm` on each side and clipped to the image."""
-    coords = np.nonzero(mask)
-    bbox = []
-    for axis, (c, sp) in enumerate(zip(coords, spacing)):
-        margin = int(math.ceil(margin_mm / float(sp)))
-        bbox.append([max(0, int(c.min()) - margin), min(mask.shape[axis], int(c.max()) + 1 + margin)])
-    return bbox
 
 
 TRAINING_PREPROCESSORS: dict[str, type[DefaultPreprocessor]] = {

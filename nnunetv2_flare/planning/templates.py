@@ -4,16 +4,12 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-FLARE_PLANS_IDENTIFIER = "FlarePlans"
-LOCATOR_CONFIGURATION = "flare_locator"
-ORGANS_CONFIGURATION = "flare_organs"
-ORGANS_NARROW_CONFIGURATION = "flare_organs_narrow"
-DEFAULT_CONFIGURATIONS = (LOCATOR_CONFIGURATION, ORGANS_CONFIGURATION, ORGANS_NARROW_CONFIGURATION)
+from nnunetv2_flare.names import PLANS
 
-TEMPLATE_FILES = {FLARE_PLANS_IDENTIFIER: "flare_plans.json"}
+TEMPLATE_FILES = {PLANS: "flare_plans.json"}
 
 
-def load_plans_template(plans_identifier: str = FLARE_PLANS_IDENTIFIER) -> dict:
+def load_plans_template(plans_identifier: str = PLANS) -> dict:
     if plans_identifier not in TEMPLATE_FILES:
         raise ValueError(f"no plans template named {plans_identifier!r}; available: {sorted(TEMPLATE_FILES)}")
     text = resources.files("nnunetv2_flare.plans_templates").joinpath(TEMPLATE_FILES[plans_identifier]).read_text()

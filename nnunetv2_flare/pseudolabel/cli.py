@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
+from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, PLANS
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset
-from nnunetv2_flare.pseudolabel.organ_prediction import DEFAULT_MARGIN_MM, load_organ_predictor
+from nnunetv2_flare.pseudolabel.organ_prediction import load_organ_predictor
 from nnunetv2_flare.pseudolabel.rounds import describe_rounds
 from nnunetv2_flare.pseudolabel.run_round import format_report, read_trusted_cases, run_pseudolabel_round
 
@@ -67,15 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", help="organ model folder (<Trainer>__<Plans>__<configuration> under nnUNet_results); "
                               "required unless --rounds")
     p.add_argument("-f", default="all", help="fold of the organ model (default: all)")
-    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")
-    p.add_argument("-p", default="FlarePlans", help="plans identifier of the preprocessed data (default: FlarePlans)")
+    p.add_argument("-chk", default=CHECKPOINT, help=f"checkpoint file name (default: {CHECKPOINT})")
+    p.add_argument("-p", default=PLANS, help=f"plans identifier of the preprocessed data (default: {PLANS})")
     p.add_argument("-device", default="cpu", help="torch device for the predictions: cpu, cuda, mps (default: cpu)")
     p.add_argument("--trusted", help="text file, one case id per line: expert-labelled cases, never modified")
     p.add_argument("--priority", type=int, nargs="+", default=list(PAPER_PRIORITY),
                    help="class ids, highest priority first, that win where label and prediction disagree "
                         f"(default: the paper's {' '.join(map(str, PAPER_PRIORITY))})")
-    p.add_argument("--margin_mm", type=float, default=DEFAULT_MARGIN_MM,
-                   help=f"margin around the label's bounding box for the organ model (default {DEFAULT_MARGIN_MM})")
+    p.add_argument("--margin_mm", type=float, default=CASCADE_MARGIN_MM,
+                   help=f"margin around the label's bounding box for the organ model (default {CASCADE_MARGIN_MM})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     p.add_argument("--report", help="also write the JSON report here (it is always saved in the raw dataset folder "
                                     "as pseudolabel_round<k>_report.json, except with --dry_run)")

@@ -11,6 +11,8 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunetv2_flare.names import PLANS
+
 GT_FOLDER = "gt_segmentations"
 JOURNAL_NAME = "pseudolabel_rounds.json"
 
@@ -30,7 +32,7 @@ class FlareDataset:
 
     @classmethod
     def open(cls, raw: str | os.PathLike, preprocessed: str | os.PathLike,
-             plans_identifier: str = "FlarePlans") -> "FlareDataset":
+             plans_identifier: str = PLANS) -> "FlareDataset":
         raw, preprocessed = Path(raw), Path(preprocessed)
         for folder, what in ((raw, "raw"), (preprocessed, "preprocessed")):
             if not folder.is_dir():

@@ -14,25 +14,23 @@ from typing import Callable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.defaults import DEFAULT_MARGIN_MM
 from nnunetv2_flare.inference.geometry import Box
-from nnunetv2_flare.planning.preprocessors import foreground_bbox_with_margin
+from nnunetv2_flare.masks import foreground_box, margin_voxels
+from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT
 
 # image, box (array order) -> labels of the box region, shape box.shape
 OrganPredictor = Callable[[sitk.Image, Box], np.ndarray]
 
 
-def label_box(label: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float = DEFAULT_MARGIN_MM) -> Box:
+def label_box(label: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float = CASCADE_MARGIN_MM) -> Box:
     """Bounding box of the label's foreground plus `margin_mm` per side, clipped to the volume; whole volume if the
     label is empty (nothing to crop to: let the model look everywhere)."""
-    if not label.any():
-        return Box.whole(label.shape)
-    bbox = foreground_bbox_with_margin(label > 0, spacing_zyx, margin_mm)
-    return Box(tuple(lo for lo, _ in bbox), tuple(hi for _, hi in bbox))
+    bounds = foreground_box(label > 0, margin_voxels(margin_mm, spacing_zyx))
+    return Box.whole(label.shape) if bounds is None else Box(*bounds)
 
 
 def predict_case(predict_organs: OrganPredictor, image: sitk.Image, current_label: np.ndarray,
-                 margin_mm: float = DEFAULT_MARGIN_MM) -> np.ndarray:
+                 margin_mm: float = CASCADE_MARGIN_MM) -> np.ndarray:
     """Full-size prediction (zeros outside the label's box), in the label's dtype."""
     box = label_box(current_label, image.GetSpacing()[::-1], margin_mm)
     crop_labels = np.asarray(predict_organs(image, box))
@@ -44,7 +42,7 @@ def predict_case(predict_organs: OrganPredictor, image: sitk.Image, current_labe
 
 
 def load_organ_predictor(model_folder: str | os.PathLike, fold: str | int = "all",
-                         checkpoint_name: str = "checkpoint_final.pth", device: str = "cpu",
+                         checkpoint_name: str = CHECKPOINT, device: str = "cpu",
                          threads: int | None = None, progress: bool = False) -> OrganPredictor:
     """The cascade's organ phase, loaded from an nnU-Net results folder, as an `OrganPredictor`."""
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor, set_threads

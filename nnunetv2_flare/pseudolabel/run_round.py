@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import atomic_path, remove_stale_temporaries, write_image_atomic, write_json_atomic
 from nnunetv2_flare.labels import FLARE_ORGANS
+from nnunetv2_flare.names import CASCADE_MARGIN_MM
 from nnunetv2_flare.pseudolabel import rounds
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY, combine_labels, validate_priority, voxel_changes
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset
-from nnunetv2_flare.pseudolabel.organ_prediction import DEFAULT_MARGIN_MM, OrganPredictor, predict_case
+from nnunetv2_flare.pseudolabel.organ_prediction import OrganPredictor, predict_case
 from nnunetv2_flare.pseudolabel.refresh_preprocessed import stage_preprocessed
 
 # called after each case of a stage ("labels" or "preprocessing"), e.g. by progress UIs or failure-injection tests
@@ -130,7 +131,7 @@ def _combine_case(dataset: FlareDataset, case: str, predict_organs: OrganPredict
 
 def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[], OrganPredictor] | None,
                           settings: dict[str, Any], trusted: Iterable[str] = (),
-                          priority: Sequence[int] = PAPER_PRIORITY, margin_mm: float = DEFAULT_MARGIN_MM,
+                          priority: Sequence[int] = PAPER_PRIORITY, margin_mm: float = CASCADE_MARGIN_MM,
                           dry_run: bool = False, restart: bool = False, progress: bool = True,
                           report_file: str | Path | None = None, after_case: CaseHook | None = None) -> RoundResult:
     """Make (or finish) one round. `settings` identifies the model (recorded, and compared on resume);

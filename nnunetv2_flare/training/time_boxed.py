@@ -21,13 +21,9 @@ import time
 import torch
 from torch import distributed as dist
 
+from nnunetv2_flare.names import BATCH_SIZE_ENV, DEADLINE_ENV, ITERATIONS_ENV, LR_ENV, MAX_EPOCHS_ENV
 from nnunetv2_flare.training.flare_trainer_base import shorten
 
-DEADLINE_ENV = "nnUNetFlare_demo_deadline"
-MAX_EPOCHS_ENV = "nnUNetFlare_demo_max_epochs"
-ITERATIONS_ENV = "nnUNetFlare_demo_iterations"
-BATCH_SIZE_ENV = "nnUNetFlare_demo_batch_size"
-LR_ENV = "nnUNetFlare_demo_lr"
 # what saving the final checkpoint and shutting down the data loaders takes, kept free before the deadline
 END_RESERVE_S = 5.0
 
