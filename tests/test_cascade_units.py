@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import real_data
+from nnunetv2_flare.inference.backends.torch import NetworkModel
 from nnunetv2_flare.inference.geometry import (
     Box,
     VoxelGrid,
@@ -18,7 +19,7 @@ from nnunetv2_flare.inference.geometry import (
     resize_offset_and_scale,
 )
 from nnunetv2_flare.inference.image_io import case_name, list_cases
-from nnunetv2_flare.inference.model_loading import NetworkModel, load_phase
+from nnunetv2_flare.inference.model_loading import load_phase
 from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components
 from nnunetv2_flare.inference.random_models import write_random_model_folder
 from nnunetv2_flare.inference.sliding_window import owned_ranges, tile_starts
@@ -155,7 +156,7 @@ def test_load_phase_reads_plans_in_array_order(tmp_path):
 
 
 def test_argmax_labels_equals_torch_argmax_including_ties() -> None:
-    from nnunetv2_flare.inference.model_loading import argmax_labels
+    from nnunetv2_flare.inference.backends import argmax_labels
     g = torch.Generator().manual_seed(0)
     logits = torch.randint(-3, 4, (14, 9, 10, 11), generator=g).float()  # many exact ties
     expected = logits.argmax(0).to(torch.uint8).numpy()

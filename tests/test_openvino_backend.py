@@ -13,10 +13,15 @@ import torch
 
 from cascade_oracles import SMALL_CASCADE
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
-from nnunetv2_flare.inference import openvino_backend
+from nnunetv2_flare.inference.backends import (
+    base as backends_base,
+    check_precision,
+    openvino as openvino_backend,
+    resolve_backend,
+)
+from nnunetv2_flare.inference.backends.openvino import OpenVINOModel
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.model_loading import load_phase
-from nnunetv2_flare.inference.openvino_backend import OpenVINOModel, check_precision, resolve_backend
 from nnunetv2_flare.inference.random_models import write_random_cascade
 from nnunetv2_flare.phantoms import make_phantom
 
@@ -43,7 +48,7 @@ def test_resolve_backend() -> None:
 
 
 def test_missing_openvino_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setattr(openvino_backend, "openvino_available", lambda: False)
+    monkeypatch.setattr(backends_base, "openvino_available", lambda: False)
     assert resolve_backend("auto", "cpu") == "torch"
     with pytest.raises(RuntimeError, match=r"pip install \"nnunetv2-flare\[openvino\]\""):
         resolve_backend("openvino", "cpu")
@@ -162,10 +167,10 @@ def test_precision_bf16_only_where_native(monkeypatch) -> None:
         check_precision("bf16", "torch")
     with pytest.raises(ValueError, match="unknown precision"):
         check_precision("fp16", "openvino")
-    monkeypatch.setattr(openvino_backend, "native_bf16", lambda: False)
+    monkeypatch.setattr(backends_base, "native_bf16", lambda: False)
     with pytest.raises(ValueError, match="no native bf16"):  # OpenVINO would silently compute in fp32
         check_precision("bf16", "openvino")
-    monkeypatch.setattr(openvino_backend, "native_bf16", lambda: True)
+    monkeypatch.setattr(backends_base, "native_bf16", lambda: True)
     assert check_precision("bf16", "openvino") == "bf16"
 
 
@@ -174,7 +179,7 @@ def test_the_model_reports_the_precision_openvino_computes_in(models) -> None:
     _, organs = models
     phase = load_phase(organs, backend="openvino", precision="fp32")
     assert phase.model.precision == "fp32"
-    if openvino_backend.native_bf16():  # measurable only on a CPU with AVX512_BF16 / AMX
+    if backends_base.native_bf16():  # measurable only on a CPU with AVX512_BF16 / AMX
         assert load_phase(organs, backend="openvino", precision="bf16").model.precision == "bf16"
 
 

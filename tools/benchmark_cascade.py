@@ -200,8 +200,8 @@ def logits_ir(model_folder: Path) -> Path:
     kept next to it. The cascade's cached model ends in the argmax."""
     import openvino as ov
 
+    from nnunetv2_flare.inference.backends.openvino import convert
     from nnunetv2_flare.inference.model_loading import load_phase
-    from nnunetv2_flare.inference.openvino_backend import convert
     path = model_folder / "fold_all" / "study_logits.xml"
     if not path.is_file():
         phase = load_phase(model_folder, backend="torch")
@@ -236,7 +236,7 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
                 with torch.inference_mode():
                     return network(xt)
         else:
-            from nnunetv2_flare.inference.openvino_backend import compile_config, compile_on_cpu
+            from nnunetv2_flare.inference.backends.openvino import compile_config, compile_on_cpu
             request = compile_on_cpu(str(logits_ir(m2)), compile_config(precision, threads)).create_infer_request()
             logits = (lambda request=request, x=x: request.infer({0: x}))
         runners[f"{setting} logits"] = logits
@@ -330,7 +330,7 @@ def main() -> None:
 
     import torch
 
-    from nnunetv2_flare.inference.openvino_backend import native_bf16, openvino_available
+    from nnunetv2_flare.inference.backends import native_bf16, openvino_available
     from nnunetv2_flare.inference.random_models import write_random_cascade
     backends = args.backends or (["torch"] + (["openvino"] if openvino_available() else [])
                                  + (["openvino-bf16"] if openvino_available() and native_bf16() else []))
@@ -413,7 +413,7 @@ def cpu_name() -> str:
 
 
 def openvino_version() -> str:
-    from nnunetv2_flare.inference.openvino_backend import openvino_available
+    from nnunetv2_flare.inference.backends import openvino_available
     if not openvino_available():
         return "not installed"
     import openvino

@@ -22,9 +22,9 @@ import torch
 from nnunetv2_flare.atomic_io import write_image_atomic
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
+from nnunetv2_flare.inference.backends import argmax_labels
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.image_io import list_cases
-from nnunetv2_flare.inference.model_loading import argmax_labels
 
 
 def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:

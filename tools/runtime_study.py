@@ -60,7 +60,7 @@ def quantize(model, calibration: list[np.ndarray], fp32_patterns: list[str]):
 
 
 def compile_model(core, model, threads: int):
-    from nnunetv2_flare.inference.openvino_backend import compile_config
+    from nnunetv2_flare.inference.backends.openvino import compile_config
     return core.compile_model(model, "CPU", compile_config("fp32", threads)).create_infer_request()
 
 

@@ -33,6 +33,8 @@ from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import write_image_atomic, write_json_atomic
 from nnunetv2_flare.inference.api_inputs import as_api_input, labels_as
+from nnunetv2_flare.inference.backends import SegmentationModel, check_precision, resolve_backend
+from nnunetv2_flare.inference.backends.torch import NetworkModel
 from nnunetv2_flare.inference.batch_safety import claim_case, one_line, prepare_output_folder, remove_case_temporaries
 from nnunetv2_flare.inference.case_outputs import OutputOptions, output_targets, write_extras
 from nnunetv2_flare.inference.ensemble import parse_folds
@@ -47,14 +49,7 @@ from nnunetv2_flare.inference.geometry import (
 )
 from nnunetv2_flare.inference.image_io import list_cases, read_image
 from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
-from nnunetv2_flare.inference.model_loading import (
-    CTNormalization,
-    NetworkModel,
-    Phase,
-    SegmentationModel,
-    load_phase,
-)
-from nnunetv2_flare.inference.openvino_backend import check_precision, resolve_backend
+from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_phase
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
 from nnunetv2_flare.inference.parts import select_part
@@ -74,7 +69,7 @@ from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
 from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT
 
-if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (model_loading.py)
+if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (backends/torch.py)
     import torch
     from torch import nn
 

@@ -14,8 +14,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from nnunetv2_flare.inference.backends import argmax_labels
 from nnunetv2_flare.inference.geometry import VoxelGrid
-from nnunetv2_flare.inference.model_loading import argmax_labels
 
 
 class LogitsModel(Protocol):

@@ -1,7 +1,7 @@
 """Load the two phases from standard nnU-Net results folders, without nnU-Net's trainer lookup.
 
-A phase is a callable model (`x, grid -> labels`, NumPy arrays in the array order as read) plus what the cascade
-needs around it: normalization, patch size and target spacing. Networks are built from the plans
+A phase is a callable model (`x, grid -> labels`, NumPy arrays in the array order as read; backends/) plus what the
+cascade needs around it: normalization, patch size and target spacing. Networks are built from the plans
 (`get_network_from_plans`), so the folders only need plans.json, dataset.json and fold_<f>/<checkpoint>.
 torch is imported only where a PyTorch network is built or run: on OpenVINO with cached models a prediction never
 imports it (2 s of a cold start).
@@ -12,11 +12,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.backends import SegmentationModel
+from nnunetv2_flare.inference.backends.torch import NetworkModel, checkpoint_configuration, load_network
 from nnunetv2_flare.names import (
     CHECKPOINT,
     LOCATOR_CONFIGURATION,
@@ -29,16 +30,6 @@ from nnunetv2_flare.names import (
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-
-class SegmentationModel(Protocol):
-    """Argmax labels (uint8, *shape) for an input (1, 1, *shape), both in the array order as read (z, y, x). Labels,
-    not logits: both phases only need the argmax, and OpenVINO computes it inside the network (one byte a voxel
-    comes out instead of C floats).
-
-    `grid` is the physical geometry of the input tensor; networks ignore it, oracles in tests use it."""
-
-    def __call__(self, x: np.ndarray, grid: VoxelGrid) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -61,53 +52,6 @@ class CTNormalization:
         x -= self.mean
         x /= max(self.std, 1e-8)
         return x
-
-
-def argmax_labels(logits: np.ndarray) -> np.ndarray:
-    """`logits.argmax(0)` as uint8 for (C, *spatial) logits, ties to the lower class as argmax does.
-
-    A running maximum over the classes: on the CPU torch's argmax over the outer dimension of a 14 x 96^3 tensor
-    takes 100-150 ms, this 25-35 ms."""
-    logits = np.asarray(logits)
-    best = logits[0].copy()
-    labels = np.zeros(logits.shape[1:], dtype=np.uint8)
-    higher = np.empty(logits.shape[1:], dtype=bool)
-    for c in range(1, logits.shape[0]):
-        np.greater(logits[c], best, out=higher)
-        np.putmask(labels, higher, c)
-        np.maximum(best, logits[c], out=best)
-    return labels
-
-
-def tensor_axes(transpose_forward: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Permutations of a (B, C, *spatial) tensor into the network's axis order and back (plans' transpose_forward)."""
-    backward = sorted(range(len(transpose_forward)), key=lambda i: transpose_forward[i])
-    return (0, 1) + tuple(int(a) + 2 for a in transpose_forward), (0, 1) + tuple(a + 2 for a in backward)
-
-
-class NetworkModel:
-    """An nn.Module (logits out) as a phase model: applies the plans' transpose_forward around the network and takes
-    the argmax."""
-
-    def __init__(self, network: nn.Module, transpose_forward: Sequence[int] = (0, 1, 2),
-                 device: str | torch.device = "cpu") -> None:
-        import torch
-        self.device = torch.device(device)
-        self.network = network.to(self.device).eval()
-        self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
-
-    def logits(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
-        """(C, *spatial) float32 logits in the array order as read (for ensembles)."""
-        import torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-            out = self.network(x.permute(self.forward_axes))
-            if isinstance(out, (list, tuple)):  # deep supervision left on: full resolution comes first
-                out = out[0]
-            return out.permute(self.backward_axes)[0].float().cpu().numpy()
-
-    def __call__(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
-        return argmax_labels(self.logits(x, grid))
 
 
 @dataclass
@@ -146,17 +90,6 @@ def configuration_of_folder(folder: Path) -> str:
     return parts[2]
 
 
-def _clean_state_dict(weights: dict) -> dict:
-    prefixes = ("_orig_mod.", "module.")
-    out = {}
-    for k, v in weights.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
-
-
 def resolve_configuration(plans: dict, name: str, visited: tuple[str, ...] = ()) -> dict:
     """A plans configuration with `inherits_from` resolved (nnU-Net's rule: the child's keys override the parent's).
 
@@ -182,14 +115,6 @@ def number_of_classes(dataset_json: dict) -> int:
     return len({int(v) for v in labels.values()})
 
 
-def build_network(architecture: dict, num_classes: int) -> nn.Module:
-    """The plans' network (deep supervision off, no weight init: weights are loaded next), as nnU-Net builds it."""
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    return get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
-                                  architecture.get("_kw_requires_import", []), 1, num_classes, allow_init=False,
-                                  deep_supervision=False)
-
-
 def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str:
     """From the folder name (<Trainer>__<Plans>__<configuration>: free), else from the checkpoint (a renamed
     folder: costs a checkpoint load)."""
@@ -199,9 +124,7 @@ def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str
         name, error = None, folder_error
     if name in plans.get("configurations", {}):
         return name
-    import torch
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-    from_checkpoint = checkpoint.get("init_args", {}).get("configuration")
+    from_checkpoint = checkpoint_configuration(checkpoint_file)
     if from_checkpoint:
         return from_checkpoint
     if name is None:
@@ -213,8 +136,8 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
                checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu",
                configuration: str | None = None, backend: str = "torch", threads: int | None = None,
                precision: str = "fp32", tta: bool = False) -> Phase:
-    """`backend`: 'torch' (eager fp32) or 'openvino' (CPU; the converted model is cached, see openvino_backend.py),
-    where `precision` is 'fp32' or 'bf16' (checked by openvino_backend.check_precision). `fold`: one fold ('all',
+    """`backend`: 'torch' (eager fp32) or 'openvino' (CPU; the converted model is cached, see backends/openvino.py),
+    where `precision` is 'fp32' or 'bf16' (checked by backends.check_precision). `fold`: one fold ('all',
     3) or several (an ensemble averaging their probabilities per tile, ensemble.py). `tta`: each fold also sees
     the 7 mirrored copies of every tile (nnU-Net's mirroring), averaged in the same ensemble."""
     from nnunetv2_flare.inference.ensemble import MIRROR_AXES, FoldEnsemble, Mirrored, parse_folds
@@ -242,14 +165,10 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
 
     def fold_model(checkpoint_file: Path):
         def network() -> nn.Module:
-            import torch
-            net = build_network(config["architecture"], num_classes)
-            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-            net.load_state_dict(_clean_state_dict(checkpoint["network_weights"]))
-            return net
+            return load_network(config["architecture"], num_classes, checkpoint_file)
 
-        if backend == "openvino":
-            from nnunetv2_flare.inference.openvino_backend import openvino_phase_model
+        if backend == "openvino":  # imported here: OpenVINO is an optional extra
+            from nnunetv2_flare.inference.backends.openvino import openvino_phase_model
             return openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads, precision,
                                         labels=labels_out)
         return NetworkModel(network(), transpose, device)

@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from nnunetv2_flare.inference.backends import SegmentationModel
 from nnunetv2_flare.inference.geometry import VoxelGrid
-from nnunetv2_flare.inference.model_loading import SegmentationModel
 
 PATCH_PROGRESS_MIN_TILES = 8  # a patch progress bar only on long cases
 

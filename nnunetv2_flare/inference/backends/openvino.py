@@ -1,4 +1,4 @@
-"""Both phases' networks on OpenVINO (optional extra: `pip install "nnunetv2-flare[openvino]"`).
+"""The OpenVINO backend: both phases' networks on OpenVINO (optional extra: `pip install "nnunetv2-flare[openvino]"`).
 
 On a 2-core AMD EPYC (AVX2) the channels-first inference graph (networks/inference_graph.py), ending in the argmax,
 compiled by OpenVINO takes a 96^3 patch to its labels ~2x as fast as eager PyTorch (tools/benchmark_cascade.py).
@@ -10,7 +10,6 @@ checkpoint or a new OpenVINO never reuses a stale model. Files are written under
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import sys
 import tempfile
@@ -20,57 +19,15 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from nnunetv2_flare.inference.backends.base import tensor_axes
 from nnunetv2_flare.inference.geometry import VoxelGrid
-from nnunetv2_flare.inference.model_loading import tensor_axes
+from nnunetv2_flare.names import CACHE_ENV
 
 if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached model runs without it
-    import torch
     from torch import nn
 
-BACKENDS = ("auto", "torch", "openvino")
-PRECISIONS = ("fp32", "bf16")
 OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
 GRAPH_VERSION = 4  # bump when networks/inference_graph.py changes what it computes or how it is laid out
-
-
-def openvino_available() -> bool:
-    return importlib.util.find_spec("openvino") is not None
-
-
-def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
-    """'auto': OpenVINO when it is installed and the device is the CPU, else PyTorch."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    on_cpu = str(device).split(":")[0] == "cpu"
-    if backend == "auto":
-        return "openvino" if on_cpu and openvino_available() else "torch"
-    if backend == "openvino":
-        if not on_cpu:
-            raise ValueError(f"the openvino backend runs on the CPU; got device {device}")
-        if not openvino_available():
-            raise RuntimeError('the openvino backend needs OpenVINO: pip install "nnunetv2-flare[openvino]"')
-    return backend
-
-
-def native_bf16() -> bool:
-    """Whether OpenVINO can run bf16 natively on this CPU (AVX512_BF16 or AMX). Elsewhere OpenVINO would compute in
-    fp32 anyway, so bf16 is never emulated."""
-    import openvino as ov
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-def check_precision(precision: str, backend: str) -> str:
-    """fp32 (the default) everywhere; bf16 only on OpenVINO on a CPU with native bf16: never emulated."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "bf16":
-        if backend != "openvino":
-            raise ValueError("bf16 runs on the openvino backend only (--backend openvino, or auto with OpenVINO "
-                             "installed); the torch backend computes in fp32")
-        if not native_bf16():
-            raise ValueError("this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO would compute in fp32. "
-                             "Use --precision fp32")
-    return precision
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -82,7 +39,7 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def cache_folders(checkpoint_file: Path) -> list[Path]:
-    user = Path(os.environ.get("NNUNETV2_FLARE_CACHE") or Path.home() / ".cache" / "nnunetv2_flare") / "openvino"
+    user = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "nnunetv2_flare") / "openvino"
     return [checkpoint_file.parent / "openvino", user]
 
 
@@ -128,7 +85,7 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
     folder = _writable_folder(folders)
     if folder is None:
         raise RuntimeError(f"no writable folder for the OpenVINO model cache (tried {', '.join(map(str, folders))}); "
-                           f"set NNUNETV2_FLARE_CACHE or use --backend torch")
+                           f"set {CACHE_ENV} or use --backend torch")
     print(f"nnUNetv2_flare: converting {checkpoint_file} to OpenVINO (once per checkpoint; the organ network takes "
           f"~30 s) -> {folder}", file=sys.stderr, flush=True)
     model = convert(network(), input_shape, labels)
