@@ -190,6 +190,20 @@ class FlareCascadePredictor:
         return self
 
     @classmethod
+    def organs_only(cls, organ_folder: str | os.PathLike, fold: str | int | Sequence[str | int] = "all",
+                    checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
+                    backend: str = "torch", **options) -> "FlareCascadePredictor":
+        """Phase 2 alone, no locator: for `segment_box`, where the crop is known (pseudo-labels crop to the case's
+        current label). `backend` as in the constructor; 'torch' by default."""
+        if threads:
+            set_threads(threads)
+        backend = resolve_backend(backend, device)
+        organs = load_phase(organ_folder, fold, checkpoint_name, device, backend=backend, threads=threads)
+        self = cls.from_phases(None, organs, **options)
+        self.backend, self.folds = backend, list(parse_folds(fold))
+        return self
+
+    @classmethod
     def from_networks(cls, locator: nn.Module | SegmentationModel, organs: nn.Module | SegmentationModel,
                       locator_normalization: CTNormalization, organ_normalization: CTNormalization,
                       locator_size: Sequence[int] = (128, 128, 128), organ_patch_size: Sequence[int] = (96, 96, 96),
@@ -270,6 +284,13 @@ class FlareCascadePredictor:
         return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape, n_patches, timings,
                              warnings, volumes, list(prepared.notes), prepared.report(),
                              prepared.values_on_input(self.organs.spacing), statistics, image, out)
+
+    def segment_box(self, image: sitk.Image, box: Box) -> np.ndarray:
+        """Phase 2 alone on `box` (array order z, y, x) of `image`, taken as it is (no input checks, no
+        reorientation): resample to the organ spacing, normalize, sliding window, largest component per organ, back
+        to the box's grid. Labels (uint8) of shape box.shape."""
+        labels, _, _ = self._segment(image, sitk.GetArrayViewFromImage(image), box, _Stopwatch({}))
+        return labels
 
     def _locate(self, image: sitk.Image, array: np.ndarray, watch: _Stopwatch,
                 warnings: list[str]) -> tuple[Box, bool]:

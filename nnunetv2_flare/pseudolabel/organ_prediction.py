@@ -45,27 +45,14 @@ def load_organ_predictor(model_folder: str | os.PathLike, fold: str | int = "all
                          checkpoint_name: str = CHECKPOINT, device: str = "cpu",
                          threads: int | None = None, progress: bool = False) -> OrganPredictor:
     """The cascade's organ phase, loaded from an nnU-Net results folder, as an `OrganPredictor`."""
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor, set_threads
-    from nnunetv2_flare.inference.model_loading import load_phase
+    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 
-    if threads:
-        set_threads(threads)
-    organs = load_phase(model_folder, fold, checkpoint_name, device)
     # the locator is not used: the crop comes from the training label
-    predictor = FlareCascadePredictor.from_phases(None, organs, progress=progress)
+    predictor = FlareCascadePredictor.organs_only(model_folder, fold, checkpoint_name, device, threads,
+                                                  progress=progress)
     return cascade_organ_predictor(predictor)
 
 
 def cascade_organ_predictor(predictor) -> OrganPredictor:
-    """Wrap a FlareCascadePredictor's Phase-2 step (segment a given box) as an `OrganPredictor`."""
-    if hasattr(predictor, "segment_box"):
-        return lambda image, box: predictor.segment_box(image, box)
-
-    # interim: the cascade has no public "Phase 2 on this box" entry point yet; its internal step is the same code
-    from nnunetv2_flare.inference.cascade import _Stopwatch
-
-    def predict(image: sitk.Image, box: Box) -> np.ndarray:
-        array = sitk.GetArrayViewFromImage(image)
-        labels, _, _ = predictor._segment(image, array, box, _Stopwatch({}))
-        return labels
-    return predict
+    """A FlareCascadePredictor's Phase-2 step (`segment_box`: segment a given box) as an `OrganPredictor`."""
+    return predictor.segment_box

@@ -136,6 +136,30 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
                           report_file: str | Path | None = None, after_case: CaseHook | None = None) -> RoundResult:
     """Make (or finish) one round. `settings` identifies the model (recorded, and compared on resume);
     `predictor_factory` is only called when a case needs predicting."""
+    priority, trusted = _checked_priority_and_trusted(dataset, priority, trusted)
+    settings = {**settings, "priority": list(priority), "margin_mm": float(margin_mm), "trusted": trusted}
+    journal = rounds.load_journal(dataset)
+    record = rounds.unfinished_round(journal)
+    messages: list[str] = []
+    if record is not None and record["state"] == "switching":
+        return _finish_interrupted_switch(dataset, journal, record, dry_run, messages)
+    record = _resumable_record(dataset, journal, record, settings, restart, dry_run, messages)
+    check_dataset(dataset)
+    k, record = _open_round(dataset, journal, record, settings, dry_run, messages)
+    classes = sorted(set(FLARE_ORGANS) | set(priority))
+    entries = _predict_and_combine(dataset, k, predictor_factory, set(trusted), priority, margin_mm, classes,
+                                   dry_run, progress, after_case)
+    report = build_report(dataset, k, settings, entries, dry_run)
+    if report_file is not None:
+        write_json_atomic(report, report_file)
+    if not dry_run:
+        _stage_and_switch(dataset, journal, record, entries, report, progress, after_case)
+    return RoundResult(k, report, dry_run, messages=messages)
+
+
+def _checked_priority_and_trusted(dataset: FlareDataset, priority: Sequence[int],
+                                  trusted: Iterable[str]) -> tuple[list[int], list[str]]:
+    """The priority list (validated, covering the dataset's labels) and the sorted trusted case ids (all known)."""
     priority = validate_priority(priority)
     trusted = sorted(set(trusted))
     unknown = sorted(set(trusted) - set(dataset.cases))
@@ -147,28 +171,32 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
     if not labels <= set(priority):
         raise DatasetStateError(f"the priority list {list(priority)} misses the dataset's labels "
                                 f"{sorted(labels - set(priority))}: every foreground label needs a place in it")
-    settings = {**settings, "priority": list(priority), "margin_mm": float(margin_mm), "trusted": trusted}
-    journal = rounds.load_journal(dataset)
-    record = rounds.unfinished_round(journal)
-    messages: list[str] = []
+    return priority, trusted
 
-    if record is not None and record["state"] == "switching":
-        k = record["round"]
-        report = json.loads(rounds.report_path(dataset, k).read_text())
-        if dry_run:
-            messages.append(f"round {k} was interrupted while switching folders; a run without --dry_run finishes it")
-            return RoundResult(k, report, True, messages=messages)
-        rounds.switch_to_round(dataset, journal, record, record["preprocessed_folders"])
-        messages.append(f"finished round {k}, which was interrupted while switching folders")
-        return RoundResult(k, report, False, finished_interrupted_switch=True, messages=messages)
 
+def _finish_interrupted_switch(dataset: FlareDataset, journal: dict, record: dict, dry_run: bool,
+                               messages: list[str]) -> RoundResult:
+    """A round interrupted while switching folders: finish the switch (its labels and data are complete)."""
+    k = record["round"]
+    report = json.loads(rounds.report_path(dataset, k).read_text())
+    if dry_run:
+        messages.append(f"round {k} was interrupted while switching folders; a run without --dry_run finishes it")
+        return RoundResult(k, report, True, messages=messages)
+    rounds.switch_to_round(dataset, journal, record, record["preprocessed_folders"])
+    messages.append(f"finished round {k}, which was interrupted while switching folders")
+    return RoundResult(k, report, False, finished_interrupted_switch=True, messages=messages)
+
+
+def _resumable_record(dataset: FlareDataset, journal: dict, record: dict | None, settings: dict[str, Any],
+                      restart: bool, dry_run: bool, messages: list[str]) -> dict | None:
+    """The unfinished round to continue, None to start a new one (`restart` discards an unfinished round); an
+    unfinished round started with other settings is refused."""
     if record is not None and restart:
         if dry_run:
             messages.append(f"a run without --dry_run would discard the unfinished round {record['round']}")
-            record = None
         else:
             messages.append(f"discarded unfinished round {rounds.discard_unfinished(dataset, journal)}")
-            record = None
+        return None
     if record is not None and record["settings"] != settings:
         differing = sorted(k for k in set(settings) | set(record["settings"])
                            if settings.get(k) != record["settings"].get(k))
@@ -176,8 +204,12 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
             f"round {record['round']} of {dataset.raw.name} is unfinished ({record['state']}) and was started with "
             f"other settings ({', '.join(differing)} differ). Rerun with the settings it was started with to "
             f"continue it (see {dataset.journal_path}), or add --restart to discard it and start over.")
+    return record
 
-    check_dataset(dataset)
+
+def _open_round(dataset: FlareDataset, journal: dict, record: dict | None, settings: dict[str, Any], dry_run: bool,
+                messages: list[str]) -> tuple[int, dict | None]:
+    """The round's number and journal record: a new round is recorded as started (not on a dry run)."""
     k = record["round"] if record is not None else journal["current_round"] + 1
     if record is None and not dry_run:
         record = {"round": k, "settings": settings}
@@ -185,16 +217,20 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
         rounds.set_state(dataset, journal, record, "started")
     elif record is not None:
         messages.append(f"continuing round {k} from state '{record['state']}'")
+    return k, record
 
+
+def _predict_and_combine(dataset: FlareDataset, k: int, predictor_factory: Callable[[], OrganPredictor] | None,
+                         trusted: set[str], priority: Sequence[int], margin_mm: float, classes: Sequence[int],
+                         dry_run: bool, progress: bool, after_case: CaseHook | None) -> dict[str, dict]:
+    """Each case's report entry; its next label staged (unless a dry run). Cases done before an interruption are
+    read back; the organ model is loaded at the first case that needs a prediction."""
     staged_labels = rounds.staged_labels_folder(dataset, k)
     work = rounds.work_folder(dataset, k)
     if not dry_run:
         for folder in (staged_labels, work):
             folder.mkdir(exist_ok=True)
             remove_stale_temporaries(folder)
-
-    classes = sorted(set(FLARE_ORGANS) | set(priority))
-    trusted_set = set(trusted)
     predictor: OrganPredictor | None = None
     entries: dict[str, dict] = {}
     for case in tqdm(dataset.cases, desc=f"round {k}: predict and combine", disable=not progress):
@@ -204,7 +240,7 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
             entries[case] = json.loads(record_file.read_text())
             continue
         source = dataset.label_file(case)
-        if case in trusted_set:
+        if case in trusted:
             entry = {"trusted": True, "changed": False, "voxels_changed": 0, "foreground_voxels_changed": 0,
                      "per_organ": {_organ_name(c): {"gained": 0, "lost": 0} for c in classes}}
             new_image = None
@@ -223,13 +259,13 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
         entries[case] = entry
         if after_case is not None:
             after_case("labels", case)
+    return entries
 
-    report = build_report(dataset, k, settings, entries, dry_run)
-    if report_file is not None:
-        write_json_atomic(report, report_file)
-    if dry_run:
-        return RoundResult(k, report, True, messages=messages)
 
+def _stage_and_switch(dataset: FlareDataset, journal: dict, record: dict, entries: dict[str, dict],
+                      report: dict[str, Any], progress: bool, after_case: CaseHook | None) -> None:
+    """Record the labels, stage the preprocessed data of the changed cases, switch the dataset to the round."""
+    k = record["round"]
     changed = [c for c, e in entries.items() if e["changed"]]
     foreground_changed = [c for c, e in entries.items() if e["foreground_voxels_changed"]]
     write_json_atomic(report, rounds.report_path(dataset, k))
@@ -237,9 +273,8 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
         rounds.set_state(dataset, journal, record, "labels_written", changed_cases=changed,
                          foreground_changed_cases=foreground_changed, report=rounds.report_path(dataset, k).name)
 
-    names = stage_preprocessed(dataset, k, changed, staged_labels, foreground_changed, progress,
-                               None if after_case is None else lambda case: after_case("preprocessing", case))
+    names = stage_preprocessed(dataset, k, changed, rounds.staged_labels_folder(dataset, k), foreground_changed,
+                               progress, None if after_case is None else lambda case: after_case("preprocessing", case))
     if record["state"] == "labels_written":
         rounds.set_state(dataset, journal, record, "preprocessed", preprocessed_folders=names)
     rounds.switch_to_round(dataset, journal, record, names)
-    return RoundResult(k, report, False, messages=messages)
