@@ -9,15 +9,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import real_data
+from nnunetv2_flare.inference import geometry
 from nnunetv2_flare.inference.backends.torch import NetworkModel
-from nnunetv2_flare.inference.geometry import (
-    Box,
-    VoxelGrid,
-    box_from_coarse,
-    resize_linear,
-    resize_nearest,
-    resize_offset_and_scale,
-)
 from nnunetv2_flare.inference.image_io import case_name, list_cases
 from nnunetv2_flare.inference.model_loading import load_phase
 from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components
@@ -32,7 +25,7 @@ def test_resize_linear_equals_torch_trilinear(shape, out_shape):
     a = np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16)
     expected = F.interpolate(torch.from_numpy(a.astype(np.float32))[None, None], size=out_shape, mode="trilinear",
                              align_corners=False)[0, 0]
-    got = resize_linear(a, out_shape)
+    got = geometry.resize_linear(a, out_shape)
     assert isinstance(got, np.ndarray) and got.dtype == np.float32
     torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-2, rtol=1e-4)  # HU up to 1000
 
@@ -46,7 +39,7 @@ def test_resize_nearest_equals_torch_nearest_exact(shape, out_shape):
     # exact ties (an output centre on an input voxel border) may go either way: compare everywhere else
     ties = [np.abs(((np.arange(m) + 0.5) * n / m) % 1) < 1e-9 for n, m in zip(shape, out_shape)]
     clear = ~(ties[0][:, None, None] | ties[1][None, :, None] | ties[2][None, None, :])
-    np.testing.assert_array_equal(resize_nearest(a, out_shape)[clear], expected[clear])
+    np.testing.assert_array_equal(geometry.resize_nearest(a, out_shape)[clear], expected[clear])
 
 
 @settings(max_examples=100, deadline=None)
@@ -65,9 +58,9 @@ def test_tiles_cover_with_fewest_patches_and_ownership_partitions(length, patch,
 
 
 def test_box_from_coarse_covers_the_coarse_voxels_and_clips():
-    box = box_from_coarse((1, 0, 5), (3, 4, 8), (8, 8, 8), (20, 16, 8), (1, 2, 0))
+    box = geometry.box_from_coarse((1, 0, 5), (3, 4, 8), (8, 8, 8), (20, 16, 8), (1, 2, 0))
     assert box.start == (1, 0, 5) and box.stop == (9, 10, 8)
-    assert Box.whole((3, 4, 5)).shape == (3, 4, 5)
+    assert geometry.Box.whole((3, 4, 5)).shape == (3, 4, 5)
 
 
 def test_subgrid_geometry_of_a_resize_matches_simpleitk_resampling():
@@ -75,8 +68,8 @@ def test_subgrid_geometry_of_a_resize_matches_simpleitk_resampling():
     image.SetSpacing((0.7, 1.1, 2.5))
     image.SetOrigin((3.0, -4.0, 12.0))
     image.SetDirection((0, 1, 0, -1, 0, 0, 0, 0, 1))
-    offset, scale = resize_offset_and_scale((1, 2, 3), (4, 6, 6), (2, 3, 2))
-    grid = VoxelGrid.subgrid(image, offset, scale, (2, 3, 2))
+    offset, scale = geometry.resize_offset_and_scale((1, 2, 3), (4, 6, 6), (2, 3, 2))
+    grid = geometry.VoxelGrid.subgrid(image, offset, scale, (2, 3, 2))
     # the grid's corner (continuous index -0.5) must be the region's corner in physical space
     corner = np.array(grid.origin) - np.array(grid.direction).reshape(3, 3) @ (np.array(grid.spacing) / 2)
     region_corner = image.TransformContinuousIndexToPhysicalPoint((3 - 0.5, 2 - 0.5, 1 - 0.5))

@@ -16,16 +16,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from nnunetv2_flare import names
 from nnunetv2_flare.inference.backends import SegmentationModel
 from nnunetv2_flare.inference.backends.torch import NetworkModel, checkpoint_configuration, load_network
-from nnunetv2_flare.names import (
-    CHECKPOINT,
-    LOCATOR_CONFIGURATION,
-    LOCATOR_TRAINER,
-    ORGAN_CONFIGURATION,
-    ORGAN_TRAINER,
-    PLANS,
-)
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +126,7 @@ def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str
 
 
 def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str | int] = "all",
-               checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu",
+               checkpoint_name: str = names.CHECKPOINT, device: str | torch.device = "cpu",
                configuration: str | None = None, backend: str = "torch", threads: int | None = None,
                precision: str = "fp32", tta: bool = False) -> Phase:
     """`backend`: 'torch' (eager fp32) or 'openvino' (CPU; the converted model is cached, see backends/openvino.py),
@@ -185,9 +178,10 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
                  label_names=label_names(dataset_json))
 
 
-def resolve_model_folders(dataset: str | int, locator_trainer: str = LOCATOR_TRAINER,
-                          locator_configuration: str = LOCATOR_CONFIGURATION, organ_trainer: str = ORGAN_TRAINER,
-                          organ_configuration: str = ORGAN_CONFIGURATION, plans: str = PLANS,
+def resolve_model_folders(dataset: str | int, locator_trainer: str = names.LOCATOR_TRAINER,
+                          locator_configuration: str = names.LOCATOR_CONFIGURATION,
+                          organ_trainer: str = names.ORGAN_TRAINER,
+                          organ_configuration: str = names.ORGAN_CONFIGURATION, plans: str = names.PLANS,
                           results_folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """The locator and organ model folders of a dataset under $nnUNet_results."""
     results = results_folder or os.environ.get("nnUNet_results")

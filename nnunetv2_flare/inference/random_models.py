@@ -12,17 +12,10 @@ from typing import Sequence
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from nnunetv2_flare import names
 from nnunetv2_flare.atomic_io import atomic_path, write_json_atomic
 from nnunetv2_flare.inference.model_loading import fold_folder_name
 from nnunetv2_flare.labels import dataset_json_labels
-from nnunetv2_flare.names import (
-    CHECKPOINT,
-    LOCATOR_CONFIGURATION,
-    LOCATOR_TRAINER,
-    ORGAN_CONFIGURATION,
-    ORGAN_TRAINER,
-    PLANS,
-)
 
 # CT foreground statistics of a typical abdominal dataset (used only for normalization of random models)
 CT_INTENSITY_PROPERTIES = {"max": 3071.0, "mean": 90.0, "median": 95.0, "min": -1024.0,
@@ -60,7 +53,7 @@ def write_random_model_folder(folder: str | os.PathLike, dataset_name: str, conf
     (folder / fold_folder_name(fold)).mkdir(parents=True, exist_ok=True)
     backward = sorted(range(3), key=lambda i: transpose_forward[i])
     plans = {
-        "dataset_name": dataset_name, "plans_name": folder.name.split("__")[1] if "__" in folder.name else PLANS,
+        "dataset_name": dataset_name, "plans_name": folder.name.split("__")[1] if "__" in folder.name else names.PLANS,
         "original_median_spacing_after_transp": list(spacing),
         "original_median_shape_after_transp": list(patch_size),
         "image_reader_writer": "SimpleITKIO", "transpose_forward": list(transpose_forward),
@@ -77,7 +70,7 @@ def write_random_model_folder(folder: str | os.PathLike, dataset_name: str, conf
     checkpoint = {"network_weights": network.state_dict(), "trainer_name": "random_weights",
                   "init_args": {"configuration": configuration, "fold": fold},
                   "inference_allowed_mirroring_axes": None}
-    with atomic_path(folder / fold_folder_name(fold) / CHECKPOINT) as tmp:
+    with atomic_path(folder / fold_folder_name(fold) / names.CHECKPOINT) as tmp:
         torch.save(checkpoint, tmp)
     return folder
 
@@ -86,7 +79,7 @@ def write_random_cascade(results_folder: str | os.PathLike, dataset_name: str = 
                          tiny: bool = True, locator_size: Sequence[int] = (128, 128, 128),
                          organ_patch_size: Sequence[int] = (96, 96, 96),
                          organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), fold: str | int = "all",
-                         organ_configuration: str = ORGAN_CONFIGURATION,
+                         organ_configuration: str = names.ORGAN_CONFIGURATION,
                          transpose_forward: Sequence[int] = (0, 1, 2), seed_offset: int = 0,
                          labels: dict[str, int] | None = None) -> tuple[Path, Path]:
     """Locator and organ folders under `<results_folder>/<dataset_name>/`; tiny=False: the paper's networks.
@@ -94,12 +87,13 @@ def write_random_cascade(results_folder: str | os.PathLike, dataset_name: str = 
     organ model's dataset.json labels (default: the 13 FLARE organs)."""
     base = Path(results_folder) / dataset_name
     locator = write_random_model_folder(
-        base / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}", dataset_name, LOCATOR_CONFIGURATION,
+        base / f"{names.LOCATOR_TRAINER}__{names.PLANS}__{names.LOCATOR_CONFIGURATION}", dataset_name,
+        names.LOCATOR_CONFIGURATION,
         "nnunetv2_flare.networks.FlareLocator", TINY_LOCATOR_KWARGS if tiny else PAPER_LOCATOR_KWARGS,
         {"background": 0, "abdomen": 1}, locator_size, [1.0, 1.0, 1.0], fold, seed=1 + seed_offset,
         transpose_forward=transpose_forward)
     organs = write_random_model_folder(
-        base / f"{ORGAN_TRAINER}__{PLANS}__{organ_configuration}", dataset_name, organ_configuration,
+        base / f"{names.ORGAN_TRAINER}__{names.PLANS}__{organ_configuration}", dataset_name, organ_configuration,
         "nnunetv2_flare.networks.FlareOrganNet", TINY_ORGAN_KWARGS if tiny else PAPER_ORGAN_KWARGS,
         labels or dataset_json_labels(), organ_patch_size, organ_spacing, fold, seed=2 + seed_offset,
         transpose_forward=transpose_forward)
