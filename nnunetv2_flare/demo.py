@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import write_json_atomic
+from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.comparison_picture import render_comparison
 from nnunetv2_flare.labels import FLARE_ORGANS
 
@@ -107,8 +109,12 @@ class DemoResult:
     training: dict = field(default_factory=dict)
 
 
-class DemoError(RuntimeError):
-    pass
+class DemoError(UsageError):
+    """Misuse found before any work (exit 2, one line)."""
+
+
+class StageFailed(RuntimeError):
+    """A stage's command failed (exit 1): its last lines and its log are in the message."""
 
 
 def _command(name: str) -> str:
@@ -203,7 +209,7 @@ def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool, 
     stage.seconds = time.perf_counter() - start
     if code != 0:
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-25:])
-        raise DemoError(f"stage {stage.name} failed (exit code {code}); its last lines:\n{tail}\nfull log: {log_file}")
+        raise StageFailed(f"stage {stage.name} failed (exit code {code}); its last lines:\n{tail}\nfull log: {log_file}")
     print(f"   done in {stage.seconds:.0f} s (log: {log_file})", flush=True)
 
 
@@ -350,8 +356,8 @@ def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nnUNetv2_flare_demo", allow_abbrev=False,
+    p = FlareArgumentParser(
+        prog="nnUNetv2_flare_demo",
         description="End-to-end demo on synthetic phantoms, CPU only, no downloads: make phantoms, plan and "
                     "preprocess, train both phases within the time budget, predict held-out phantoms with the "
                     "cascade, evaluate (FLARE DSC / NSD). Runs the package's real commands as subprocesses.")
@@ -397,15 +403,20 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     return settings
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 when done, 2 for misuse (refused before any work), 1 when a stage failed, 130 after Ctrl-C."""
     args = build_parser().parse_args(argv)
-    try:
-        run_demo(args.o, settings_from_args(args), echo=args.verbose)
-    except DemoError as e:
-        raise SystemExit(f"nnUNetv2_flare_demo: {e}")
-    except KeyboardInterrupt:
-        raise SystemExit("nnUNetv2_flare_demo: interrupted")
+
+    def body() -> int:
+        try:
+            run_demo(args.o, settings_from_args(args), echo=args.verbose)
+        except StageFailed as e:
+            print(f"nnUNetv2_flare_demo: {e}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_command("nnUNetv2_flare_demo", body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,14 +131,11 @@ ROWS = [
     Row("smoke_threads_0", "nnUNetv2_flare_smoke", lambda tmp: ["--threads", "0"], expect="--threads"),
     Row("ext_trainer_path_argument", "nnUNetv2_flare_ext_trainer_path", lambda tmp: ["extra"],
         expect="unrecognized arguments"),
-    # demo.py belongs to the demo's work; it refuses these up front with one line but exits 1 (SystemExit with a
-    # message) until DemoError becomes a UsageError: see docs/input-handling.md, "Exit codes"
     Row("demo_output_is_a_file", "nnUNetv2_flare_demo", _demo_output_is_a_file, expect="is a file",
         subprocess=True),
     Row("demo_one_minute", "nnUNetv2_flare_demo", lambda tmp: ["--minutes", "1", "-o", str(tmp / "demo")],
         expect="--minutes 1"),
 ]
-DEMO_EXIT_CODE_PENDING = {"demo_output_is_a_file", "demo_one_minute"}
 
 
 def _entry_point(command: str) -> Callable:
@@ -190,10 +186,7 @@ def _check_refusal(row: Row, code: int, err: str, tmp: Path, before: set[str]) -
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{row.command}: ") and row.expect in lines[0], lines[0]
     assert tree(tmp) == before, "the refused command left files or folders behind"
-    expected = row.code
-    if row.id in DEMO_EXIT_CODE_PENDING:
-        expected = 1  # demo.py's SystemExit(message); becomes 2 with the lines listed in docs/input-handling.md
-    assert code == expected, (code, err)
+    assert code == row.code, (code, err)
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.subprocess], ids=lambda r: r.id)
@@ -212,12 +205,8 @@ def test_misuse_in_process(row: Row, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp)  # a command that wrote into the working folder would show in the tree
     try:
         code = _entry_point(row.command)(argv)
-    except SystemExit as e:  # argparse, and demo.py's SystemExit(message)
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-            code = 1
-        else:
-            code = e.code
+    except SystemExit as e:  # argparse's errors
+        code = e.code
     _check_refusal(row, code, capsys.readouterr().err, tmp, before)
 
 

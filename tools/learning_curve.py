@@ -158,9 +158,9 @@ def learning_curve(name: str, train: list, test: list, args: argparse.Namespace)
         if iteration % args.eval_every == 0 or iteration == args.iterations:
             organs = held_out_dsc(network, test, tuple(args.patch))
             points.append({"network": name, "iteration": iteration, "cpu_seconds": round(cpu_seconds, 1),
-                           "wall_seconds": round(wall_seconds, 1), "loss": float(loss), "mean_DSC": float(organs.mean()),
+                           "wall_seconds": round(wall_seconds, 1), "loss": loss.item(), "mean_DSC": float(organs.mean()),
                            "DSC": {FLARE_ORGANS[c]: float(v) for c, v in zip(FLARE_ORGANS, organs)}})
-            print(f"{name:>6} it {iteration:>5}  cpu {cpu_seconds:>7.0f} s  loss {float(loss):.3f}  "
+            print(f"{name:>6} it {iteration:>5}  cpu {cpu_seconds:>7.0f} s  loss {loss.item():.3f}  "
                   f"held-out mean DSC {organs.mean():.3f}", flush=True)
     return points
 
@@ -172,7 +172,7 @@ def write_outputs(points: list[dict], args: argparse.Namespace, output: Path) ->
 
     output.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    output.with_suffix(".json").write_text(json.dumps({"settings": vars(args) | {"data": str(args.data)},
+    output.with_suffix(".json").write_text(json.dumps({"settings": vars(args) | {"data": str(args.data), "o": str(args.o)},
                                                        "machine": machine, "points": points}, indent=1))
     lines = ["| network | iterations | CPU s | wall s | held-out mean DSC |", "|---|---|---|---|---|"]
     lines += [f"| {p['network']} | {p['iteration']} | {p['cpu_seconds']:.0f} | {p['wall_seconds']:.0f} | "
