@@ -40,12 +40,11 @@ from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.comparison_picture import render_comparison
 from nnunetv2_flare.labels import FLARE_ORGANS
+from nnunetv2_flare.names import LOCATOR_CONFIGURATION, PLANS
 
 DEMO_CONFIGURATION = "flare_organs_demo"
-LOCATOR_CONFIGURATION = "flare_locator"
 LOCATOR_TRAINER = "nnUNetTrainerFlareLocator_demo"
 ORGAN_TRAINER = "nnUNetTrainerFlareOrgans_demo"
-PLANS = "FlarePlans"
 PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantoms, not clinical data"
 # output lines of the subprocesses worth showing on the terminal (everything goes to the logs)
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")

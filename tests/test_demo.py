@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,19 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from nnunetv2_flare.demo import (DEMO_CONFIGURATION, LOCATOR_TRAINER, ORGAN_TRAINER, DemoError, DemoSettings,
-                                 add_demo_configuration, build_parser, check_dataset_id_free, demo_environment,
-                                 run_demo, settings_from_args)
+from nnunetv2_flare.demo import (
+    DEMO_CONFIGURATION,
+    LOCATOR_TRAINER,
+    ORGAN_TRAINER,
+    DemoError,
+    DemoSettings,
+    add_demo_configuration,
+    build_parser,
+    check_dataset_id_free,
+    demo_environment,
+    run_demo,
+    settings_from_args,
+)
 from nnunetv2_flare.labels import FLARE_ORGANS
 from nnunetv2_flare.training.lr_schedulers import cosine_lr, warmup_cosine_lr
 from nnunetv2_flare.training.time_boxed import epochs_that_fit
@@ -112,6 +121,7 @@ def test_refuses_a_dataset_id_held_by_another_dataset(tmp_path: Path) -> None:
 
 def test_demo_configuration_is_added_and_resolved_by_nnunet(tmp_path: Path) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
     from nnunetv2_flare.planning.templates import load_plans_template
     plans_file = tmp_path / "FlarePlans.json"
     plans_file.write_text(json.dumps(load_plans_template()))
