@@ -50,10 +50,11 @@ PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantom
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
-# seconds per training iteration on a 2-core CPU (AMD EPYC, AVX-512; docs/demo.md), for the estimate printed up front
-SECONDS_PER_ITERATION = {"locator": 1.5, "organs": 0.45}
-# phantoms, planning, preprocessing, both trainings' start-up, prediction and evaluation together
-FIXED_SECONDS = 120.0
+# seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 76 s for 100,
+# Phase 2 648 s for 1,500, start-up included), for the estimate printed up front
+SECONDS_PER_ITERATION = {"locator": 0.75, "organs": 0.43}
+# phantoms, planning, preprocessing, prediction and evaluation together (58 s in the same run), with some slack
+FIXED_SECONDS = 80.0
 
 
 @dataclass
