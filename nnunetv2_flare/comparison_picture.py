@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from nnunetv2_flare.atomic_io import atomic_write
 from nnunetv2_flare.inference.label_colors import label_colors
-from nnunetv2_flare.inference.preview import overlay_rgb, slice_centre
+from nnunetv2_flare.inference.preview import legend_handles, overlay_rgb, slice_centre
 
 
 def render_rows(path: str | os.PathLike, ct: np.ndarray, rows: Mapping[str, np.ndarray],
@@ -20,7 +20,6 @@ def render_rows(path: str | os.PathLike, ct: np.ndarray, rows: Mapping[str, np.n
     slices pass through the centre of the first row's organs."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     colors = label_colors(dict(label_names))
     z, y, _ = slice_centre(next(iter(rows.values())))
@@ -37,8 +36,7 @@ def render_rows(path: str | os.PathLike, ct: np.ndarray, rows: Mapping[str, np.n
                       interpolation="nearest")
             ax.set_title(view, color="white")
             ax.axis("off")
-    present = sorted({int(v) for labels in rows.values() for v in np.unique(labels) if v and int(v) in label_names})
-    handles = [Patch(facecolor=np.asarray(colors[v]) / 255, edgecolor="none", label=label_names[v]) for v in present]
+    handles = legend_handles(list(rows.values()), dict(label_names), colors)
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), facecolor="black",
                    labelcolor="white", frameon=False, fontsize=9)

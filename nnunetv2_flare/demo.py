@@ -40,11 +40,21 @@ from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.comparison_picture import render_comparison
 from nnunetv2_flare.labels import FLARE_ORGANS
-from nnunetv2_flare.names import LOCATOR_CONFIGURATION, PLANS
+from nnunetv2_flare.names import (
+    BATCH_SIZE_ENV,
+    DEADLINE_ENV,
+    ITERATIONS_ENV,
+    LOCATOR_CONFIGURATION,
+    MAX_EPOCHS_ENV,
+    PLANS,
+    SEED_ENV,
+    THREADS_ENV,
+)
 
 DEMO_CONFIGURATION = "flare_organs_demo"
 LOCATOR_TRAINER = "nnUNetTrainerFlareLocator_demo"
 ORGAN_TRAINER = "nnUNetTrainerFlareOrgans_demo"
+PICTURE = "demo_case.png"  # a held-out case, reference vs prediction, in the output folder
 PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantoms, not clinical data"
 # output lines of the subprocesses worth showing on the terminal (everything goes to the logs)
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
@@ -59,7 +69,8 @@ FIXED_SECONDS = 80.0
 
 @dataclass
 class DemoSettings:
-    """What the demo makes and trains. The defaults take about 15 minutes on a 2-core laptop CPU."""
+    """What the demo makes and trains. The defaults take about 13 minutes on an idle 2-core CPU
+    (`estimated_seconds`)."""
     minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
     num_training: int = 48                # phantoms are cheap (~0.1 s each): more cases instead of augmentation
@@ -130,19 +141,18 @@ def demo_environment(output_folder: Path, settings: DemoSettings, base: dict[str
     """Environment of the stage subprocesses: nnU-Net's folders under `output_folder` unless already set,
     this package's trainers on nnUNet_extTrainer, data loading in the training process (the demo trainers do not
     augment, so a worker process would only compete with training for two cores, and sampling stays seeded)."""
-    from nnunetv2_flare.training.demo_trainers import SEED_ENV, THREADS_ENV
     from nnunetv2_flare.training.ext_trainer_path import ensure_ext_trainer_env
     env = dict(os.environ if base is None else base)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         if not env.get(name):
             env[name] = str(output_folder / name)
     env["nnUNet_n_proc_DA"] = "0"
-    env["nnUNetFlare_demo_iterations"] = str(settings.iterations_per_epoch)
-    env["nnUNetFlare_demo_batch_size"] = str(settings.batch_size)
+    env[ITERATIONS_ENV] = str(settings.iterations_per_epoch)
+    env[BATCH_SIZE_ENV] = str(settings.batch_size)
     env[SEED_ENV] = str(settings.seed)
     if settings.threads:
         env[THREADS_ENV] = str(settings.threads)
-    env.pop("nnUNetFlare_demo_deadline", None)
+    env.pop(DEADLINE_ENV, None)
     ensure_ext_trainer_env(env)
     return env
 
@@ -269,16 +279,15 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     if settings.minutes:
         # a cap: Phase 1 may use its share of the time left for training, Phase 2 what Phase 1 left
         train_seconds = settings.minutes * 60 - (time.time() - start) - reserve_s
-        env["nnUNetFlare_demo_deadline"] = str(time.time() + max(train_seconds, 0) * settings.locator_share)
-    env["nnUNetFlare_demo_max_epochs"] = str(locator_epochs)
+        env[DEADLINE_ENV] = str(time.time() + max(train_seconds, 0) * settings.locator_share)
+    env[MAX_EPOCHS_ENV] = str(locator_epochs)
     run("3_train_locator", train + [LOCATOR_CONFIGURATION, "all", "-p", PLANS, "-tr", LOCATOR_TRAINER,
                                     "-device", "cpu"], epochs=locator_epochs)
     if settings.minutes:
-        env["nnUNetFlare_demo_deadline"] = str(start + settings.minutes * 60 - reserve_s)
-    env["nnUNetFlare_demo_max_epochs"] = str(organ_epochs)
+        env[DEADLINE_ENV] = str(start + settings.minutes * 60 - reserve_s)
+    env[MAX_EPOCHS_ENV] = str(organ_epochs)
     run("4_train_organs", train + [DEMO_CONFIGURATION, "all", "-p", PLANS, "-tr", ORGAN_TRAINER, "-device", "cpu"],
         epochs=organ_epochs)
-    env.pop("nnUNetFlare_demo_deadline", None)
 
     report = output_folder / "prediction_report.json"
     run("5_predict", [_command("nnUNetv2_flare_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions),
@@ -289,11 +298,12 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     run("6_evaluate", [_command("nnUNetv2_flare_evaluate"), "-ref", str(raw / "labelsTs"), "-pred",
                        str(predictions), "-o", str(summary_file)])
     result.summary = json.loads(summary_file.read_text())
-    picture = output_folder / "demo_case.png"
+    picture = output_folder / PICTURE
     case = sorted((raw / "labelsTs").glob("*.nii.gz"))[0]
     render_comparison(raw / "imagesTs" / case.name.replace(".nii.gz", "_0000.nii.gz"),
-                      {"reference": case, "prediction": predictions / case.name}, picture, FLARE_ORGANS, title=f"{PHANTOM_LABEL}\nheld-out {case.name[:-7]}: reference (top) and the cascade's "
-                                     f"prediction (bottom)")
+                      {"reference": case, "prediction": predictions / case.name}, picture, FLARE_ORGANS,
+                      title=f"{PHANTOM_LABEL}\nheld-out {case.name[:-7]}: reference (top) and the cascade's "
+                            f"prediction (bottom)")
     results = Path(env["nnUNet_results"]) / dataset_name
     result.training = {
         "locator": trained_length(results / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}", settings),
@@ -352,14 +362,14 @@ def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float)
     print(f"  {'evaluation':<20}{result.output_folder / 'summary_flare.json'}")
     print(f"  {'demo summary':<20}{result.output_folder / 'demo_summary.json'}")
     print(f"  {'logs':<20}{result.output_folder / 'logs'}")
-    print(f"  {'picture':<20}{result.output_folder / 'demo_case.png'}  (a held-out case: reference vs prediction)")
+    print(f"  {'picture':<20}{result.output_folder / PICTURE}  (a held-out case: reference vs prediction)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = FlareArgumentParser(
         prog="nnUNetv2_flare_demo",
         description="End-to-end demo on synthetic phantoms, CPU only, no downloads: make phantoms, plan and "
-                    "preprocess, train both phases within the time budget, predict held-out phantoms with the "
+                    "preprocess, train both phases for a fixed number of iterations, predict held-out phantoms with the "
                     "cascade, evaluate (FLARE DSC / NSD). Runs the package's real commands as subprocesses.")
     p.add_argument("--minutes", type=float, default=None,
                    help="optional wall-clock cap of the whole demo in minutes: training stops early to fit it (the "

@@ -23,6 +23,8 @@ MAX_EPOCHS_ENV = "nnUNetFlare_demo_max_epochs"
 ITERATIONS_ENV = "nnUNetFlare_demo_iterations"
 BATCH_SIZE_ENV = "nnUNetFlare_demo_batch_size"
 LR_ENV = "nnUNetFlare_demo_lr"
+SEED_ENV = "nnUNetFlare_demo_seed"  # the demo trainers' seed (network initialisation, patch sampling)
+THREADS_ENV = "nnUNetFlare_demo_threads"  # the demo trainers' CPU threads (nnUNetv2_train takes every core)
 
 # crop margins (mm per side)
 CASCADE_MARGIN_MM = 15.0  # around the located abdomen (cascade) or the current label (pseudo-labels)

@@ -27,6 +27,7 @@ from nnunetv2_flare.demo import (
     settings_from_args,
 )
 from nnunetv2_flare.labels import FLARE_ORGANS
+from nnunetv2_flare.names import MAX_EPOCHS_ENV, SEED_ENV
 from nnunetv2_flare.training.lr_schedulers import cosine_lr, warmup_cosine_lr
 from nnunetv2_flare.training.time_boxed import epochs_that_fit
 
@@ -107,7 +108,7 @@ def test_environment_keeps_user_folders_and_sets_trainers(tmp_path: Path) -> Non
     from nnunetv2_flare.training.ext_trainer_path import ext_trainer_path
     assert env["nnUNet_extTrainer"].split(os.pathsep)[0] == ext_trainer_path()
     assert env["nnUNet_n_proc_DA"] == "0"  # in-process loading: seeded sampling, no worker competing for 2 cores
-    assert env["nnUNetFlare_demo_seed"] == "0"
+    assert env[SEED_ENV] == "0"
 
 
 def test_refuses_a_dataset_id_held_by_another_dataset(tmp_path: Path) -> None:
@@ -191,8 +192,8 @@ def test_same_seed_trains_the_same_model(smoke_run: tuple[Path, str], tmp_path: 
         env = demo_environment(out, settings, base={**os.environ, "nnUNet_results": str(tmp_path / f"r{seed}"),
                                                     "nnUNet_raw": str(out / "nnUNet_raw"),
                                                     "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
-                                                    "nnUNetFlare_demo_max_epochs": "1", "OMP_NUM_THREADS": "2"})
-        env["nnUNetFlare_demo_max_epochs"] = "1"
+                                                    "OMP_NUM_THREADS": "2"})
+        env[MAX_EPOCHS_ENV] = "1"
         done = subprocess.run([shutil.which("nnUNetv2_train"), "900", DEMO_CONFIGURATION, "all", "-p", "FlarePlans",
                                "-tr", ORGAN_TRAINER, "-device", "cpu"], env=env, capture_output=True, text=True,
                               timeout=600)

@@ -7,7 +7,7 @@ PlainConvUNet of similar size, on the same preprocessed phantoms, the same sampl
 
 The loop is the demo trainer's recipe without nnU-Net's trainer around it (so that both networks are timed the same
 way): patches of the demo's size from the preprocessed cases held in memory, 5 of 6 centred on a random organ (of a
-random class: nnU-Net's oversampling), Dice + cross-entropy with nnU-Net's deep-supervision weights, AdamW with a
+random class: nnU-Net's oversampling), nnU-Net's own Dice + cross-entropy loss and deep-supervision weights, AdamW with a
 linear warm-up and cosine annealing, no augmentation. The last `--test` cases are held out. DSC is FLARE's (an organ
 absent from both scores 1) on the preprocessed grid of the held-out cases (cropped to their labelled foreground),
 averaged over the 13 organs; the demo itself scores the whole cascade on the original grid. CPU seconds are the
@@ -85,26 +85,23 @@ class PatchSampler:
         return out_image, out_seg
 
 
-def dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """nnU-Net's DC_and_CE_loss (weights 1:1, soft Dice over the foreground classes per sample, smooth 1e-5)."""
-    probabilities = logits.softmax(1)
-    one_hot = F.one_hot(target, NUM_CLASSES).permute(0, 4, 1, 2, 3).float()
-    axes = (2, 3, 4)
-    intersection = (probabilities * one_hot).sum(axes)
-    soft_dice = (2 * intersection + 1e-5) / (probabilities.sum(axes) + one_hot.sum(axes) + 1e-5).clamp_min(1e-8)
-    return F.cross_entropy(logits, target) - soft_dice[:, 1:].mean()
+def nnunet_loss(num_outputs: int) -> torch.nn.Module:
+    """nnU-Net's own training loss: Dice + cross-entropy 1:1 (soft Dice over the foreground classes per sample) under
+    its deep-supervision weights (halving per level, the coarsest output left out)."""
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    weights = np.array([1 / 2 ** i for i in range(num_outputs)])
+    weights[-1] = 0
+    loss = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
+                          weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+    return DeepSupervisionWrapper(loss, weights / weights.sum())
 
 
-def deep_supervision_loss(outputs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    weights = np.array([1 / 2 ** i for i in range(len(outputs))])
-    weights[-1] = 0  # nnU-Net leaves out the coarsest output
-    weights = weights / weights.sum()
-    loss = outputs[0].new_zeros(())
-    for weight, output in zip(weights, outputs):
-        if weight:
-            scaled = F.interpolate(target[:, None].float(), size=output.shape[2:], mode="nearest")[:, 0].long()
-            loss = loss + weight * dice_ce(output, scaled)
-    return loss
+def scaled_targets(target: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The label patch at each output's resolution (nearest neighbour), shaped (b, 1, ...) as nnU-Net's loss takes it."""
+    return [F.interpolate(target[:, None].float(), size=o.shape[2:], mode="nearest") for o in outputs]
 
 
 @torch.no_grad()
@@ -139,6 +136,7 @@ def learning_curve(name: str, train: list, test: list, args: argparse.Namespace)
     network = build_network(name)
     sampler = PatchSampler(train, tuple(args.patch), args.foreground, rng)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-5)
+    loss_function = None
     points, cpu_seconds, wall_seconds = [], 0.0, 0.0
     warmup = int(args.warmup * args.iterations)
     for iteration in range(1, args.iterations + 1):
@@ -148,7 +146,9 @@ def learning_curve(name: str, train: list, test: list, args: argparse.Namespace)
         batch = [sampler.sample() for _ in range(args.batch_size)]
         x = torch.from_numpy(np.stack([b[0] for b in batch]))[:, None]
         y = torch.from_numpy(np.stack([b[1] for b in batch]))
-        loss = deep_supervision_loss(network(x), y)
+        outputs = network(x)
+        loss_function = loss_function or nnunet_loss(len(outputs))
+        loss = loss_function(outputs, scaled_targets(y, outputs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 12)

@@ -43,12 +43,19 @@ def overlay_rgb(ct_slice: np.ndarray, label_slice: np.ndarray, colors: dict[int,
     return rgb
 
 
+def legend_handles(label_maps: Sequence[np.ndarray], label_names: dict[int, str], colors: dict[int, RGB]) -> list:
+    """matplotlib legend patches of the named labels present in any of the label maps, in label order."""
+    from matplotlib.patches import Patch
+
+    present = sorted({int(v) for labels in label_maps for v in np.unique(labels) if v and int(v) in label_names})
+    return [Patch(facecolor=np.asarray(colors[v]) / 255, edgecolor="none", label=label_names[v]) for v in present]
+
+
 def render_preview(path: str | os.PathLike, ct: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float],
                    label_names: dict[int, str], colors: dict[int, RGB], title: str = "") -> None:
     """Write the PNG atomically. `ct` (HU) and `labels` are (z, y, x) arrays of one grid."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     z, y, x = slice_centre(labels)
     sz, sy, sx = (float(s) for s in spacing_zyx)
@@ -64,8 +71,7 @@ def render_preview(path: str | os.PathLike, ct: np.ndarray, labels: np.ndarray, 
         ax.imshow(overlay_rgb(ct_slice, label_slice, colors), aspect=aspect, origin=origin, interpolation="nearest")
         ax.set_title(name, color="white")
         ax.axis("off")
-    present = [int(v) for v in np.unique(labels) if v and int(v) in label_names]
-    handles = [Patch(facecolor=np.asarray(colors[v]) / 255, edgecolor="none", label=label_names[v]) for v in present]
+    handles = legend_handles([labels], label_names, colors)
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(7, len(handles)), facecolor="black",
                    labelcolor="white", frameon=False)

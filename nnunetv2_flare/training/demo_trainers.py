@@ -14,7 +14,6 @@ and why (measurements in docs/demo.md):
 """
 from __future__ import annotations
 
-import os
 import random
 from typing import List, Tuple, Union
 
@@ -22,16 +21,13 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_flare.names import SEED_ENV, THREADS_ENV
 from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
 from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
-from nnunetv2_flare.training.time_boxed import TimeBoxedTraining
+from nnunetv2_flare.training.time_boxed import TimeBoxedTraining, env_number
 
 DEMO_ORGAN_LR = 6e-3
 DEMO_LOCATOR_LR = 3e-3
-SEED_ENV = "nnUNetFlare_demo_seed"
-# nnUNetv2_train uses every core on the CPU; on a machine busy with other work fewer threads avoid OpenMP's stalls
-# (each parallel region waits for its slowest thread, which may be descheduled)
-THREADS_ENV = "nnUNetFlare_demo_threads"
 
 
 def seed_everything(seed: int) -> None:
@@ -46,11 +42,13 @@ class _DemoTraining(TimeBoxedTraining):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
-        seed = os.environ.get(SEED_ENV)
-        if seed not in (None, ""):
+        seed = env_number(SEED_ENV, None)
+        if seed is not None:
             seed_everything(int(seed))
-        threads = os.environ.get(THREADS_ENV)
-        if threads not in (None, ""):
+        # nnUNetv2_train uses every core on the CPU; on a machine busy with other work fewer threads avoid OpenMP's
+        # stalls (each parallel region waits for its slowest thread, which may be descheduled)
+        threads = env_number(THREADS_ENV, None)
+        if threads is not None:
             torch.set_num_threads(int(threads))
         super().__init__(plans, configuration, fold, dataset_json, device)
 

@@ -28,7 +28,7 @@ from nnunetv2_flare.training.flare_trainer_base import shorten
 END_RESERVE_S = 5.0
 
 
-def _env_number(name: str, default: float | None, cast: type = int) -> float | None:
+def env_number(name: str, default: float | None, cast: type = int) -> float | None:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
@@ -61,12 +61,12 @@ class TimeBoxedTraining:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.time_box_deadline: float | None = _env_number(DEADLINE_ENV, None, float)
-        self.time_box_max_epochs = int(_env_number(MAX_EPOCHS_ENV, self.time_box_max_epochs))
+        self.time_box_deadline: float | None = env_number(DEADLINE_ENV, None, float)
+        self.time_box_max_epochs = int(env_number(MAX_EPOCHS_ENV, self.time_box_max_epochs))
         shorten(self, num_epochs=self.time_box_max_epochs,
-                iterations_per_epoch=int(_env_number(ITERATIONS_ENV, self.time_box_iterations)), val_iterations=1,
-                batch_size=int(_env_number(BATCH_SIZE_ENV, self.time_box_batch_size)))
-        lr = _env_number(LR_ENV, self.time_box_lr, float)
+                iterations_per_epoch=int(env_number(ITERATIONS_ENV, self.time_box_iterations)), val_iterations=1,
+                batch_size=int(env_number(BATCH_SIZE_ENV, self.time_box_batch_size)))
+        lr = env_number(LR_ENV, self.time_box_lr, float)
         if lr:
             self.initial_lr = float(lr)
         self._time_box_first_epoch_start: float | None = None
