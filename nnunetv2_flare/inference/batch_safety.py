@@ -77,10 +77,8 @@ def remove_case_temporaries(folder: Path, output_name: str) -> None:
             p.unlink()
 
 
-@contextlib.contextmanager
-def claim_case(folder: Path, case_name: str) -> Iterator[bool]:
-    """Yields True while this process holds the case's claim, False if another live process holds it."""
-    lock = folder / f"{LOCK_PREFIX}{case_name}"
+def _acquire(lock: Path) -> int | None:
+    """An open descriptor holding the flock of `lock`, or None when another live process holds it."""
     while True:
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
@@ -88,17 +86,38 @@ def claim_case(folder: Path, case_name: str) -> Iterator[bool]:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                yield False
-                return
+                return None
             raise
         try:  # the file may have been released and unlinked between our open and flock: then try again
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
             same = False
         if same:
-            break
+            return fd
         os.close(fd)
+
+
+# a Ctrl-C (or SIGTERM, turned into one) between creating the lock file and reaching the clean-up that removes it
+# would leave the file behind: the claim is taken with these held back, and they arrive inside the clean-up's reach
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def claim_case(folder: Path, case_name: str) -> Iterator[bool]:
+    """Yields True while this process holds the case's claim, False if another live process holds it."""
+    lock = folder / f"{LOCK_PREFIX}{case_name}"
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
+        fd = _acquire(lock)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    if fd is None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        yield False
+        return
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
         yield True
