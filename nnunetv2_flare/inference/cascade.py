@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,11 +41,12 @@ from nnunetv2_flare.inference.geometry import (
     box_from_coarse,
     resize_linear,
     resize_nearest,
+    resize_nearest_slabs,
     resize_offset_and_scale,
     working_shape,
 )
 from nnunetv2_flare.inference.image_io import read_image
-from nnunetv2_flare.inference.input_checks import prepare_input
+from nnunetv2_flare.inference.input_checks import PreparedInput, prepare_input
 from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_phase
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
 from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
@@ -79,9 +80,15 @@ class CascadeResult:
     orientation: dict = field(default_factory=dict)
     organ_spacing_input_zyx: tuple[float, ...] | None = None  # the organ spacing along the input's array axes
     statistics: dict | None = None  # per organ volume and HU statistics (statistics=True)
-    # the checked image and its labels in the processed orientation (previews); not part of the report
+    # the checked image in the processed orientation, and how to view `labels` in it (previews); not in the report
     canonical_image: sitk.Image | None = field(default=None, repr=False, compare=False)
-    canonical_labels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    labels_to_canonical: Callable[[sitk.Image], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def canonical_labels(self) -> np.ndarray | None:
+        """`labels` in the processed orientation: a read-only view of its voxels, no copy (a full-size label array
+        of a huge scan is 0.4 GB), valid while this result holds `labels`."""
+        return None if self.labels_to_canonical is None else self.labels_to_canonical(self.labels)
 
     def to_report(self) -> dict:
         spacing_zyx = self.labels.GetSpacing()[::-1]
@@ -240,37 +247,54 @@ class FlareCascadePredictor:
         if given.path is not None:
             watch.lap("read")
         name = given.path.name if given.path is not None else "input"
-        prepared = prepare_input(image, self.orientation, name)
+        # an image made here (read from a file, or from a NumPy / nibabel input) is repaired in place, so a huge scan
+        # is not held twice; a SimpleITK image of the caller is left as it was
+        prepared = prepare_input(image, self.orientation, name, in_place=given.kind != "sitk")
         image = prepared.image  # checked, repaired, canonical orientation; the input is no longer referenced here
         watch.lap("check_input")
         array = sitk.GetArrayViewFromImage(image)  # (z, y, x), no copy
         warnings: list[str] = list(prepared.warnings)
         box, from_locator = self._locate(image, array, watch, warnings)
-        crop_labels, wshape, n_patches = self._segment(image, array, box, watch)
-        if self.roi_subset is not None:
-            crop_labels[~np.isin(crop_labels, self.roi_subset)] = 0
-        out = np.zeros(array.shape, dtype=np.uint8)
-        out[box.slices] = crop_labels
-        labels = prepared.labels_on_input_grid(out)
+        working_labels, wshape, n_patches = self._segment(image, array, box, watch)
+        labels, counts = self._restore(prepared, working_labels, box)
         voxel_ml = math.prod(image.GetSpacing()) / 1000.0
-        counts = np.bincount(crop_labels.ravel(), minlength=max(self.model_label_names) + 1)
         volumes = {name: float(counts[i]) * voxel_ml for i, name in self.label_names.items()}
         watch.lap("restore")
         statistics = None
         if self.statistics:  # inside the crop box: every labelled voxel is there
+            crop_labels = prepared.canonical_labels(labels)[box.slices]
             statistics = organ_statistics(array[box.slices], crop_labels, self.label_names, voxel_ml)
             watch.lap("statistics")
         timings["total"] = time.perf_counter() - start
         return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape, n_patches, timings,
                              warnings, volumes, list(prepared.notes), prepared.report(),
-                             prepared.values_on_input(self.organs.spacing), statistics, image, out)
+                             prepared.values_on_input(self.organs.spacing), statistics, image,
+                             prepared.canonical_labels)
+
+    def _restore(self, prepared: PreparedInput, working_labels: np.ndarray,
+                 box: Box) -> tuple[sitk.Image, np.ndarray]:
+        """The labels on the input grid, and the voxel count of each label value (index: the value).
+
+        The working-resolution labels are resized to the crop box a slab of slices at a time and pasted straight into
+        a zero label image of the input's grid, so that image is the only full-size array: at 512 x 512 x 1500 the
+        resized crop, the zero volume around it, its copy into an image and a 64-bit bincount came to 4.6 GB."""
+        labels = prepared.new_label_image()
+        counts = np.zeros(max(self.model_label_names) + 1, dtype=np.int64)
+        for first, part in resize_nearest_slabs(working_labels, box.shape):
+            if self.roi_subset is not None:
+                part[~np.isin(part, self.roi_subset)] = 0
+            counts += np.bincount(part.ravel(), minlength=counts.size)[:counts.size]
+            z0 = box.start[0] + first
+            slab = Box((z0, *box.start[1:]), (z0 + part.shape[0], *box.stop[1:]))
+            prepared.paste_labels(labels, slab, part)
+        return labels, counts
 
     def segment_box(self, image: sitk.Image, box: Box) -> np.ndarray:
         """Phase 2 alone on `box` (array order z, y, x) of `image`, taken as it is (no input checks, no
         reorientation): resample to the organ spacing, normalize, sliding window, largest component per organ, back
         to the box's grid. Labels (uint8) of shape box.shape."""
         labels, _, _ = self._segment(image, sitk.GetArrayViewFromImage(image), box, _Stopwatch({}))
-        return labels
+        return resize_nearest(labels, box.shape)
 
     def _locate(self, image: sitk.Image, array: np.ndarray, watch: _Stopwatch,
                 warnings: list[str]) -> tuple[Box, bool]:
@@ -298,6 +322,7 @@ class FlareCascadePredictor:
 
     def _segment(self, image: sitk.Image, array: np.ndarray, box: Box,
                  watch: _Stopwatch) -> tuple[np.ndarray, tuple[int, int, int], int]:
+        """Labels (uint8) of `box` at the organ network's working resolution, its shape and the tile count."""
         patch = self.organs.patch_size
         crop = array[box.slices]
         wshape = working_shape(crop.shape, image.GetSpacing()[::-1], self.organs.spacing)
@@ -308,9 +333,7 @@ class FlareCascadePredictor:
         before = tuple((p - n) // 2 for n, p in zip(wshape, padded))
         inner = tuple(slice(b, b + n) for b, n in zip(before, wshape))
         if padded != wshape:  # nnU-Net pads the normalized image with 0
-            xp = np.zeros(padded, dtype=x.dtype)
-            xp[inner] = x
-            x = xp
+            x = np.pad(x, [(b, p - n - b) for b, n, p in zip(before, wshape, padded)])
         watch.lap("segment_resample")
 
         def grid_of_tile(start: Sequence[int]) -> VoxelGrid:
@@ -319,11 +342,12 @@ class FlareCascadePredictor:
 
         labels = sliding_window_labels(x, patch, self.organs.model, grid_of_tile, self.tile_min_overlap,
                                        self.progress)[inner]
+        del x  # the float32 working volume (0.17 GB at 512 x 512 x 1500) is not needed from here on
         n_patches = tile_count(padded, patch, self.tile_min_overlap)
         watch.lap("segment_network")
         labels = keep_largest_component_per_label(np.ascontiguousarray(labels))
         watch.lap("postprocess")
-        return resize_nearest(labels, crop.shape), wshape, n_patches
+        return labels, wshape, n_patches
 
     # ------------------------------------------------------------------ batches
     def predict_files(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], output_folder: str | os.PathLike,

@@ -8,7 +8,7 @@ patch) is described by an offset and a scale relative to the input image, from w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -112,18 +112,39 @@ def _linear_axis(volume: np.ndarray, m: int, axis: int) -> np.ndarray:
     return out
 
 
-def resize_linear(volume: np.ndarray, out_shape: Sequence[int], slices_per_chunk: int = 16) -> np.ndarray:
+def _in_plane(volume: np.ndarray, out_yx: Sequence[int]) -> np.ndarray:
+    """Linear resize of axes 1 and 2 of a few slices, as float32."""
+    return _linear_axis(_linear_axis(volume.astype(np.float32), out_yx[0], 1), out_yx[1], 2)
+
+
+def resize_linear(volume: np.ndarray, out_shape: Sequence[int], slices_per_chunk: int = 4) -> np.ndarray:
     """Trilinear resize (align_corners=False) of a 3D array of any dtype to a float32 array of `out_shape`.
 
-    Separable: the in-plane axes first, a few slices at a time (never a full-size float copy of the input; the
-    cascade shrinks in-plane, so the rest works on small arrays), then axis 0. The weights are torch's trilinear
-    ones; NumPy only, so that a prediction on OpenVINO never imports torch (2 s of a cold start)."""
+    Separable, the in-plane axes first, then axis 0, one chunk of output slices at a time: each chunk resizes in
+    plane only the input slices it interpolates between (shrinking along axis 0 leaves some slices unused). So only
+    the output and a few slices exist as float32, never a float copy of the input nor its in-plane resize (at
+    512 x 512 x 1500 that one was 0.4 GB, plus 0.5 GB of temporaries along axis 0). Every output voxel sees the same
+    operations in the same order as in a whole-volume resize, so the chunking does not change a bit of the result.
+    Chunks of 4 slices were the fastest here (1.5x faster than the whole-volume resize at 400 x 512 x 512 ->
+    160 x 266 x 266; chunks of 16 were not). The weights are torch's trilinear ones; NumPy only, so that a prediction
+    on OpenVINO never imports torch (2 s of a cold start)."""
     out_shape = tuple(int(s) for s in out_shape)
-    planes = np.empty((volume.shape[0],) + out_shape[1:], dtype=np.float32)
-    for start in range(0, volume.shape[0], slices_per_chunk):
-        chunk = volume[start:start + slices_per_chunk].astype(np.float32)
-        planes[start:start + slices_per_chunk] = _linear_axis(_linear_axis(chunk, out_shape[1], 1), out_shape[2], 2)
-    return np.ascontiguousarray(_linear_axis(planes, out_shape[0], 0))
+    out = np.empty(out_shape, dtype=np.float32)
+    if volume.shape[0] == out_shape[0]:  # nothing to interpolate along axis 0
+        for start in range(0, out_shape[0], slices_per_chunk):
+            out[start:start + slices_per_chunk] = _in_plane(volume[start:start + slices_per_chunk], out_shape[1:])
+        return out
+    i0, i1, w1 = _linear_weights(volume.shape[0], out_shape[0])
+    for start in range(0, out_shape[0], slices_per_chunk):
+        rows = slice(start, start + slices_per_chunk)
+        used = np.union1d(i0[rows], i1[rows])  # the input slices this chunk interpolates between (only those)
+        planes = _in_plane(volume[used], out_shape[1:])
+        w = w1[rows][:, None, None]
+        chunk = planes[np.searchsorted(used, i0[rows])]
+        chunk *= 1 - w
+        chunk += w * planes[np.searchsorted(used, i1[rows])]
+        out[rows] = chunk
+    return out
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
@@ -138,6 +159,19 @@ def resize_nearest(labels: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
         if n_in != n_out:
             out = np.take(out, nearest_indices(n_in, n_out), axis=axis)
     return np.ascontiguousarray(out)
+
+
+def resize_nearest_slabs(labels: np.ndarray, out_shape: Sequence[int], slices_per_slab: int = 16
+                         ) -> Iterator[tuple[int, np.ndarray]]:
+    """`resize_nearest(labels, out_shape)` a slab of output slices at a time: (first slice, slab) pairs. The
+    cascade pastes the slabs straight into the label image, so no full-size label array is built on the way."""
+    rows = nearest_indices(labels.shape[0], int(out_shape[0]))
+    columns = [nearest_indices(n, int(m)) for n, m in zip(labels.shape[1:], out_shape[1:])]
+    for start in range(0, len(rows), slices_per_slab):
+        slab = np.take(labels, rows[start:start + slices_per_slab], axis=0)
+        for axis, index in enumerate(columns, start=1):
+            slab = np.take(slab, index, axis=axis)
+        yield start, slab
 
 
 def resize_offset_and_scale(start: Sequence[int], n_in: Sequence[int], n_out: Sequence[int]

@@ -14,6 +14,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,7 +25,6 @@ from nnunetv2_flare.inference.orientation import (
     Geometry,
     Reorientation,
     direction_matrix,
-    labels_on_input_grid,
     plan_reorientation,
     reoriented_image,
 )
@@ -215,7 +215,25 @@ def _slabs(n: int):
         yield slice(z, min(n, z + SLAB))
 
 
-def _replace_non_finite(image: sitk.Image, name: str) -> tuple[sitk.Image, list[str]]:
+def _paste_slabs(image: sitk.Image, repair: Callable[[sitk.Image], sitk.Image | None],
+                 in_place: bool) -> sitk.Image:
+    """`image` with `repair(slab) -> slab or None` (None: unchanged) applied a slab of slices at a time.
+
+    A slab pasted into an image overwrites its buffer, so a huge scan is never held twice. With `in_place` the
+    caller's image itself changes (the cascade's own image, read from a file); without, a shallow copy is changed:
+    SimpleITK copies the voxels once, at the first paste, and the caller's image stays as it was."""
+    if not in_place:
+        image = sitk.Image(image)
+    nx, ny, nz = image.GetSize()
+    for s in _slabs(nz):
+        # RegionOfInterest, not image[:, :, a:b]: the slicing operator is ~8x slower here
+        repaired = repair(sitk.RegionOfInterest(image, [nx, ny, s.stop - s.start], [0, 0, s.start]))
+        if repaired is not None:
+            image[:, :, s.start:s.stop] = repaired
+    return image
+
+
+def _replace_non_finite(image: sitk.Image, name: str, in_place: bool = False) -> tuple[sitk.Image, list[str]]:
     view = sitk.GetArrayViewFromImage(image)
     bad, low = 0, math.inf
     for s in _slabs(view.shape[0]):
@@ -229,12 +247,17 @@ def _replace_non_finite(image: sitk.Image, name: str) -> tuple[sitk.Image, list[
     if fraction > MAX_NONFINITE_FRACTION:
         raise InputRefused(f"{name}: {fraction:.1%} of the voxels are NaN or infinite (more than "
                            f"{MAX_NONFINITE_FRACTION:.0%}); the scan is damaged. Reconstruct or export it again.")
-    array = sitk.GetArrayFromImage(image)
-    for s in _slabs(array.shape[0]):
-        part = array[s]
-        part[~np.isfinite(part)] = low
-    fixed = sitk.GetImageFromArray(array)
-    fixed.CopyInformation(image)
+    del view  # the slabs are written into the image's buffer below
+
+    def repair(slab: sitk.Image) -> sitk.Image | None:
+        part = sitk.GetArrayFromImage(slab)
+        broken = ~np.isfinite(part)
+        if not broken.any():
+            return None
+        part[broken] = low
+        return sitk.GetImageFromArray(part)
+
+    fixed = _paste_slabs(image, repair, in_place)
     return fixed, [f"{bad} NaN / infinite voxels ({fraction:.3%}) set to the lowest finite value {low:g}."]
 
 
@@ -255,15 +278,19 @@ def _refuse_label_map(image: sitk.Image, name: str, low: float, high: float) -> 
                        f"output), or move this file out of the input.")
 
 
-def check_intensities(image: sitk.Image, name: str = "input") -> tuple[sitk.Image, list[str], list[str]]:
-    """(image, warnings, notes): non-finite voxels replaced, not-CT refused, padding set to air, compact dtype."""
+def check_intensities(image: sitk.Image, name: str = "input",
+                      in_place: bool = False) -> tuple[sitk.Image, list[str], list[str]]:
+    """(image, warnings, notes): non-finite voxels replaced, not-CT refused, padding set to air, compact dtype.
+    `in_place`: the repairs may overwrite `image`'s voxels instead of copying a possibly huge scan."""
     warnings: list[str] = []
     notes: list[str] = []
     if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        image, w = _replace_non_finite(image, name)
+        repaired, w = _replace_non_finite(image, name, in_place)
+        in_place = in_place or repaired is not image  # a repaired copy is ours to change
+        image = repaired
         warnings += w
         if image.GetPixelID() == sitk.sitkFloat64:  # halves the memory; CT needs no double precision
-            image = sitk.Cast(image, sitk.sitkFloat32)
+            image, in_place = sitk.Cast(image, sitk.sitkFloat32), True
     stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(image)
     low, high = stats.GetMinimum(), stats.GetMaximum()
@@ -283,7 +310,8 @@ def check_intensities(image: sitk.Image, name: str = "input") -> tuple[sitk.Imag
         warnings.append(f"No air in the image (its lowest {AIR_CHECK_PERCENTILE}% is above {AIR_CHECK_HU:g}; range "
                         f"{low:g}..{high:g}): is this a CT in HU? Check the result.")
     if low < AIR_HU:
-        image = sitk.Clamp(image, image.GetPixelIDValue(), AIR_HU, high)
+        pixel_type = image.GetPixelIDValue()
+        image = _paste_slabs(image, lambda slab: sitk.Clamp(slab, pixel_type, AIR_HU, high), in_place)
         notes.append(f"Values below {AIR_HU:g} HU (minimum {low:g}, e.g. padding outside the scan circle) set to "
                      f"{AIR_HU:g} HU (air).")
         low = AIR_HU
@@ -303,17 +331,37 @@ class PreparedInput:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def labels_on_input_grid(self, canonical_labels: np.ndarray) -> sitk.Image:
-        return labels_on_input_grid(canonical_labels, self.reorientation, self.geometry)
+    def _turned(self) -> bool:
+        return self.reorientation is not None and not self.reorientation.is_identity
+
+    def new_label_image(self) -> sitk.Image:
+        """Zero labels (uint8) with exactly the input's grid, to be filled by `paste_labels`."""
+        canonical_shape = self.image.GetSize()[::-1]
+        size_xyz = self.box_on_input(Box.whole(canonical_shape), canonical_shape).shape[::-1]
+        return self.geometry.apply(sitk.Image([int(n) for n in size_xyz], sitk.sitkUInt8))
+
+    def paste_labels(self, labels: sitk.Image, box: Box, part: np.ndarray) -> None:
+        """Writes `part`, the labels of `box` of the processed array, into `labels` (new_label_image) in place: the
+        cascade restores a huge scan's labels a slab at a time instead of building full-size arrays."""
+        if self._turned():
+            part = np.ascontiguousarray(self.reorientation.to_original(part))
+        box = self.box_on_input(box, self.image.GetSize()[::-1])
+        (x0, y0, z0), (x1, y1, z1) = box.start[::-1], box.stop[::-1]
+        labels[x0:x1, y0:y1, z0:z1] = sitk.GetImageFromArray(part)
+
+    def canonical_labels(self, labels: sitk.Image) -> np.ndarray:
+        """A read-only view (no copy) of the labels on the input grid, in the processed orientation."""
+        view = sitk.GetArrayViewFromImage(labels)
+        return self.reorientation.to_canonical(view) if self._turned() else view
 
     def box_on_input(self, box: Box, canonical_shape) -> Box:
-        if self.reorientation is None or self.reorientation.is_identity:
+        if not self._turned():
             return box
         return Box(*self.reorientation.box_to_original(box.start, box.stop, canonical_shape))
 
     def values_on_input(self, values_zyx) -> tuple:
         """Per-axis values of the processed array (e.g. the organ spacing), for the input's array axes."""
-        if self.reorientation is None or self.reorientation.is_identity:
+        if not self._turned():
             return tuple(values_zyx)
         return self.reorientation.values_to_original(values_zyx)
 
@@ -323,13 +371,15 @@ class PreparedInput:
                 "processed_orientation": r.target_code if r else "as read"}
 
 
-def prepare_input(image: sitk.Image, orientation: str | None = DEFAULT_ORIENTATION,
-                  name: str = "input") -> PreparedInput:
-    """All checks on an image already read; `orientation` None processes the array as read (no reorientation)."""
+def prepare_input(image: sitk.Image, orientation: str | None = DEFAULT_ORIENTATION, name: str = "input",
+                  in_place: bool = False) -> PreparedInput:
+    """All checks on an image already read; `orientation` None processes the array as read (no reorientation).
+    `in_place`: the repairs may overwrite `image`'s voxels (the caller read it and needs it no more), so that a
+    huge scan is not copied; otherwise `image` is left as it was."""
     image, notes = to_single_channel_3d(image, name)
     warnings = check_geometry(image, name)
     geometry = Geometry.of(image)
-    image, w, n = check_intensities(image, name)
+    image, w, n = check_intensities(image, name, in_place)
     warnings += w
     notes += n
     reorientation = None

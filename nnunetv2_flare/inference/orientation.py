@@ -118,6 +118,9 @@ def plan_reorientation(image: sitk.Image, target: str = DEFAULT_ORIENTATION) -> 
     return Reorientation(perm, signs, orientation_code(direction), target.upper(), oblique)
 
 
+SLAB = 16  # slices copied at a time by reoriented_image
+
+
 def reoriented_image(image: sitk.Image, reorientation: Reorientation) -> sitk.Image:
     """The image with its voxels permuted / flipped into the canonical orientation; physical space is unchanged."""
     if reorientation.is_identity:
@@ -125,7 +128,11 @@ def reoriented_image(image: sitk.Image, reorientation: Reorientation) -> sitk.Im
     perm, signs = reorientation.perm, reorientation.signs
     size, spacing, direction = image.GetSize(), image.GetSpacing(), direction_matrix(image)
     array = reorientation.to_canonical(sitk.GetArrayViewFromImage(image))
-    out = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    out = sitk.Image([int(n) for n in array.shape[::-1]], image.GetPixelID())
+    for z in range(0, array.shape[0], SLAB):
+        # copied into the new image a slab at a time (pasting reuses its buffer): a full-size contiguous copy first
+        # would hold a huge scan three times (at 512 x 512 x 1500, int16: 2.4 GB)
+        out[:, :, z:z + SLAB] = sitk.GetImageFromArray(np.ascontiguousarray(array[z:z + SLAB]))
     out.SetSpacing([spacing[perm[j]] for j in range(3)])
     new_direction = np.stack([signs[j] * direction[:, perm[j]] for j in range(3)], axis=1)
     out.SetDirection(tuple(float(v) for v in new_direction.ravel()))
@@ -152,11 +159,3 @@ class Geometry:
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)
         return image
-
-
-def labels_on_input_grid(canonical_labels: np.ndarray, reorientation: Reorientation | None,
-                         geometry: Geometry) -> sitk.Image:
-    array = canonical_labels if reorientation is None or reorientation.is_identity \
-        else np.ascontiguousarray(reorientation.to_original(canonical_labels))
-    return geometry.apply(sitk.GetImageFromArray(array))
-
