@@ -148,6 +148,32 @@ def test_load_phase_reads_plans_in_array_order(tmp_path):
         load_phase(folder, fold="all")
 
 
+def test_the_cascade_works_in_the_orientation_the_models_were_trained_in(tmp_path):
+    """Plans that read with NibabelIOWithReorient trained on RAS arrays: the cascade then reorients to RAS; plans
+    that kept each file's voxel order leave the choice to the cascade (LPS); models that disagree are refused."""
+    import json
+
+    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION, models_orientation
+    folders = {}
+    for reader in ("SimpleITKIO", "NibabelIOWithReorient"):
+        folders[reader] = write_random_model_folder(
+            tmp_path / reader / "T__P__cfg", "Dataset001_X", "cfg", "nnunetv2_flare.networks.FlareOrganNet",
+            {"features_per_stage": [6, 12, 24, 48], "head_dim": 6}, {"background": 0, "a": 1}, (32, 32, 32),
+            (1.5, 1.0, 1.0))
+        plans_file = folders[reader] / "plans.json"
+        plans_file.write_text(json.dumps(dict(json.loads(plans_file.read_text()), image_reader_writer=reader)))
+    as_stored, ras = (load_phase(folders[r]) for r in ("SimpleITKIO", "NibabelIOWithReorient"))
+    assert (as_stored.orientation, ras.orientation) == (None, "RAS")
+    assert FlareCascadePredictor.from_phases(ras, ras).orientation == "RAS"
+    assert FlareCascadePredictor.from_phases(as_stored, as_stored).orientation == DEFAULT_ORIENTATION == "LPS"
+    assert FlareCascadePredictor.from_phases(ras, ras, orientation="LPS").orientation == "LPS"  # the user's choice
+    assert FlareCascadePredictor.from_phases(None, ras).orientation == "RAS"  # organs only
+    assert models_orientation(None, "RAS") == "RAS"
+    with pytest.raises(ValueError, match="different voxel orientations"):
+        models_orientation("LPS", "RAS")
+
+
 def test_argmax_labels_equals_torch_argmax_including_ties() -> None:
     from nnunetv2_flare.inference.backends import argmax_labels
     g = torch.Generator().manual_seed(0)

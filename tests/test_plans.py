@@ -278,3 +278,50 @@ def test_unknown_configuration_is_refused(planned):
         mp.setenv("nnUNet_preprocessed", str(root / "preprocessed"))
         with pytest.raises(ValueError, match="flare_organs_narrow"):
             plan_and_preprocess(DATASET_ID, configurations=["3d_fullres"], num_processes=1)
+
+
+def test_nifti_datasets_are_read_in_one_orientation(planned, tmp_path):
+    """The plans read NIfTI with nnU-Net's NibabelIOWithReorient: a case stored with flipped axes (the same scan in
+    physical space) gives the same training arrays in both phases, and nnU-Net's export writes a label back in the
+    file's own voxel order (so its validation compares like with like)."""
+    from nnunetv2_flare.inference.orientation import plan_reorientation, reoriented_image
+    from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
+    assert planned["plans"]["image_reader_writer"] == "NibabelIOWithReorient"
+    raw = planned["raw"]
+    label_file = sorted((raw / "labelsTr").glob("*.nii.gz"))[0]
+    image_file = raw / "imagesTr" / label_file.name.replace(".nii.gz", "_0000.nii.gz")
+    flipped = {}
+    for kind, source in (("image", image_file), ("label", label_file)):
+        image = sitk.ReadImage(str(source))
+        flipped[kind] = tmp_path / f"{kind}.nii.gz"
+        sitk.WriteImage(reoriented_image(image, plan_reorientation(image, "RAI")), str(flipped[kind]))
+        stored = sitk.GetArrayFromImage(sitk.ReadImage(str(flipped[kind])))
+        assert not np.array_equal(stored, sitk.GetArrayFromImage(image))  # the test can fail: x, y, z are flipped
+    pm = _plans_manager(planned["plans_file"])
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    for configuration in ("flare_locator", "flare_organs"):
+        cm = pm.get_configuration(configuration)
+        preprocessor = training_preprocessor_class(cm.configuration)(verbose=False)
+        data, seg, _ = preprocessor.run_case([str(image_file)], str(label_file), pm, cm, dataset_json)
+        data_f, seg_f, _ = preprocessor.run_case([str(flipped["image"])], str(flipped["label"]), pm, cm,
+                                                 dataset_json)
+        np.testing.assert_allclose(data_f, data, atol=1e-5)
+        np.testing.assert_array_equal(seg_f, seg)
+    rw = pm.image_reader_writer_class()
+    canonical, properties = rw.read_seg(str(flipped["label"]))
+    rw.write_seg(canonical[0], str(tmp_path / "exported.nii.gz"), properties)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "exported.nii.gz"))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(flipped["label"]))))
+
+
+def test_a_dataset_json_reader_choice_is_kept(tmp_path):
+    from nnunetv2_flare.planning.plan_and_preprocess import plan_and_preprocess
+    raw = write_tiny_dataset(tmp_path / "raw", 222, name="OwnReader", num_cases=2, num_test_cases=0)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json["overwrite_image_reader_writer"] = "SimpleITKIO"
+    (raw / "dataset.json").write_text(json.dumps(dataset_json))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("nnUNet_raw", str(tmp_path / "raw"))
+        mp.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+        plans_file = plan_and_preprocess(222, num_processes=1, preprocess=False)
+    assert json.loads(plans_file.read_text())["image_reader_writer"] == "SimpleITKIO"

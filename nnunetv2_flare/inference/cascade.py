@@ -13,8 +13,8 @@ Steps (../shared/docs/method.md):
 4. Largest connected component per organ at working resolution; labels back to the crop's original grid by
    nearest neighbour; pasted into a zero volume with exactly the input's geometry (uint8).
 Before step 1 every input is checked and repaired (input_checks.py: refusals with a one-line reason, NaN, padding,
-dtype) and its voxels are permuted / flipped into one canonical orientation (orientation.py, default LPS, no
-resampling); the labels are mapped back exactly, so flipped or permuted copies of a scan get the same result. Each
+dtype) and its voxels are permuted / flipped into one canonical orientation (orientation.py, no resampling): the
+orientation the models were trained in (RAS where their plans read with NibabelIOWithReorient, else LPS); the labels are mapped back exactly, so flipped or permuted copies of a scan get the same result. Each
 network's transpose_forward is applied inside its model wrapper.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ from nnunetv2_flare.inference.image_io import read_image
 from nnunetv2_flare.inference.input_checks import PreparedInput, prepare_input
 from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_phase
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
-from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION
+from nnunetv2_flare.inference.orientation import MODEL_ORIENTATION, models_orientation
 from nnunetv2_flare.inference.postprocessing import (
     keep_largest_component_per_label,
     remove_small_components,
@@ -209,7 +209,7 @@ class FlareCascadePredictor:
 
     def _configure(self, locator: Phase, organs: Phase, margin_mm: float = CASCADE_MARGIN_MM,
                    min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
-                   progress: bool = True, orientation: str | None = DEFAULT_ORIENTATION,
+                   progress: bool = True, orientation: str | None = MODEL_ORIENTATION,
                    roi_subset: Sequence[str] | None = None, statistics: bool = False) -> None:
         """`roi_subset`: organ names to keep (the others are set to background: TotalSegmentator's --roi_subset; the
         networks still see every class, so the kept organs are the same as in a full prediction). `statistics`:
@@ -224,6 +224,8 @@ class FlareCascadePredictor:
         self.statistics = bool(statistics)
         self.margin_mm, self.min_component_side = float(margin_mm), int(min_component_side)
         self.tile_min_overlap, self.progress = float(tile_min_overlap), progress
+        if orientation == MODEL_ORIENTATION:
+            orientation = models_orientation(organs.orientation, locator.orientation if locator else None)
         self.orientation = orientation  # None: process the array as read
 
     # ------------------------------------------------------------------ single case

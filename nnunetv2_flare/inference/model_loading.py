@@ -56,6 +56,17 @@ class Phase:
     num_classes: int
     source: str = "injected"
     label_names: dict[int, str] | None = None  # from the model's dataset.json; None: the FLARE organs
+    orientation: str | None = None  # the voxel orientation it was trained in; None: not fixed by its plans
+
+
+# nnU-Net reader / writer -> the orientation its arrays are in (readers not listed give arrays as stored)
+READER_ORIENTATIONS = {"NibabelIOWithReorient": "RAS"}
+
+
+def training_orientation(plans: dict) -> str | None:
+    """The voxel orientation the model's training arrays had (`READER_ORIENTATIONS`), None where the reader kept
+    each file's own."""
+    return READER_ORIENTATIONS.get(plans.get("image_reader_writer", ""))
 
 
 def label_names(dataset_json: dict) -> dict[int, str]:
@@ -175,7 +186,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
                  patch_size=_to_array_order(patch_size, transpose),
                  spacing=_to_array_order([float(s) for s in config["spacing"]], transpose),
                  num_classes=num_classes, source=", ".join(map(str, checkpoint_files)),
-                 label_names=label_names(dataset_json))
+                 label_names=label_names(dataset_json), orientation=training_orientation(plans))
 
 
 def resolve_model_folders(dataset: str | int, locator_trainer: str = names.LOCATOR_TRAINER,

@@ -20,7 +20,18 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-DEFAULT_ORIENTATION = "LPS"
+DEFAULT_ORIENTATION = "LPS"  # for models whose plans keep each file's own orientation (SimpleITKIO)
+MODEL_ORIENTATION = "model"  # the cascade's default: the orientation the models were trained in
+
+
+def models_orientation(*trained_in: str | None) -> str:
+    """The one orientation a set of models was trained in (None: their reader kept each file's own, so any
+    orientation is as good: DEFAULT_ORIENTATION). Models trained in different orientations cannot share an input."""
+    fixed = {o for o in trained_in if o is not None}
+    if len(fixed) > 1:
+        raise ValueError(f"the models were trained in different voxel orientations ({', '.join(sorted(fixed))}): "
+                         f"their plans name different image readers; pass --orientation to choose one")
+    return fixed.pop() if fixed else DEFAULT_ORIENTATION
 _LETTER_AXIS = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
 
 

@@ -42,7 +42,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--margin_mm must be a finite number >= 0 (mm); got {args.margin_mm}.")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1; got {args.threads}.")
-    if args.orientation.lower() not in ("as_read", "none"):
+    if args.orientation.lower() not in ("as_read", "none", "model"):
         try:
             orientation_matrix(args.orientation.upper())
         except ValueError as e:

@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="REPORT_JSON",
                    help="write a JSON report: per case stage times, crop box, warnings, organ volumes (mL)")
     p.add_argument("--margin_mm", type=float, default=None, help="crop margin around the located abdomen (15)")
-    p.add_argument("--orientation", default="LPS", metavar="CODE",
-                   help="process every scan in this voxel orientation (LPS default, e.g. RAS; the models' training "
-                        "orientation) and map the labels back; 'as_read' uses the array as stored")
+    p.add_argument("--orientation", default="model", metavar="CODE",
+                   help="process every scan in this voxel orientation (e.g. RAS, LPS) and map the labels back; "
+                        "default 'model': the orientation the models were trained in (their plans' reader: RAS for "
+                        "NibabelIOWithReorient, else LPS); 'as_read' uses the array as stored")
     p.add_argument("-step_size", type=float, default=None, metavar="S",
                    help="tile step as a fraction of the patch, 0 < S <= 1 (nnU-Net's -step_size; nnU-Net uses 0.5): "
                         "smaller means more overlap and more tiles, each voxel labelled by the tile whose centre is "
@@ -137,7 +138,8 @@ def _predict(args: argparse.Namespace) -> int:
     from nnunetv2_flare.inference.predict_checks import prepare_report_folder
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
-    orientation = None if args.orientation.lower() in ("as_read", "none") else args.orientation.upper()
+    orientation = None if args.orientation.lower() in ("as_read", "none") else \
+        "model" if args.orientation.lower() == "model" else args.orientation.upper()
     options = {"progress": not args.disable_progress_bar, "orientation": orientation}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size

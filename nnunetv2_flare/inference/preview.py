@@ -1,7 +1,7 @@
 """A PNG per case (--preview): axial, coronal and sagittal slices through the organs, CT in an abdominal window,
 labels as a colour overlay, a legend of the organs found; so a result can be checked without a viewer.
 
-Drawn in the processed orientation (LPS by default: array x runs to the patient's left, y to the back, z up), shown
+Drawn from LPS arrays (array x runs to the patient's left, y to the back, z up; case_outputs.py reorients), shown
 as radiologists look at it: axial from the feet (patient's right on the image's left, front at the top), coronal
 from the front, sagittal from the patient's left (front on the left), head up; pixels at their physical aspect.
 matplotlib's object API (no pyplot): no global figure state, no display needed.

@@ -2,6 +2,11 @@
 
 Everything the method fixes (patch sizes, the organ spacing, the networks) comes from the template; the dataset
 contributes the locator's nominal spacing, median sizes, the reader/writer and the CT intensity statistics.
+
+NIfTI datasets are read with nnU-Net's `NibabelIOWithReorient`: every case reaches the networks in one voxel
+orientation (RAS), as the cascade gives it at inference (it reads the orientation from the plans, see
+inference/model_loading.py), and nnU-Net writes its validation labels back in each file's own orientation. Read
+as stored, a dataset whose headers differ in flips teaches the networks a left kidney on both sides.
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
+from nnunetv2.imageio.nibabel_reader_writer import NibabelIOWithReorient
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
@@ -43,6 +50,13 @@ class FlarePlanner(ExperimentPlanner):
         super().__init__(dataset_name_or_id, plans_name=plans_name, suppress_transpose=True, **kwargs)
         self.overwrite_plans = overwrite_plans
         self.template = load_plans_template(plans_name)
+
+    def determine_reader_writer(self) -> type[BaseReaderWriter]:
+        """NibabelIOWithReorient for NIfTI unless dataset.json names a reader (`overwrite_image_reader_writer`)."""
+        if "overwrite_image_reader_writer" not in self.dataset_json and \
+                self.dataset_json["file_ending"] in NibabelIOWithReorient.supported_file_endings:
+            return NibabelIOWithReorient
+        return super().determine_reader_writer()
 
     @property
     def plans_file(self) -> Path:
