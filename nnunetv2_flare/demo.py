@@ -52,6 +52,7 @@ from nnunetv2_flare.names import (
 )
 
 DEMO_CONFIGURATION = "flare_organs_demo"
+DEMO_LOCATOR_CONFIGURATION = "flare_locator_demo"
 LOCATOR_TRAINER = "nnUNetTrainerFlareLocator_demo"
 ORGAN_TRAINER = "nnUNetTrainerFlareOrgans_demo"
 PICTURE = "demo_case.png"  # a held-out case, reference vs prediction, in the output folder
@@ -63,8 +64,9 @@ _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
 # seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 76 s for 100,
 # Phase 2 648 s for 1,500, start-up included), for the estimate printed up front
 SECONDS_PER_ITERATION = {"locator": 0.75, "organs": 0.43}
-# phantoms, planning, preprocessing, prediction and evaluation together (58 s in the same run), with some slack
-FIXED_SECONDS = 80.0
+# phantoms, planning, preprocessing, prediction and evaluation: a fixed part and a part per phantom
+FIXED_SECONDS = 40.0
+SECONDS_PER_PHANTOM = 0.8
 
 
 @dataclass
@@ -73,16 +75,16 @@ class DemoSettings:
     (`estimated_seconds`)."""
     minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
-    num_training: int = 48                # phantoms are cheap (~0.1 s each): more cases instead of augmentation
-    num_test: int = 4
+    num_training: int = 150               # phantoms are cheap (~0.1 s each): more cases instead of augmentation
+    num_test: int = 8
     shape: str = "small"                  # phantom grid: 128 x 128 in-plane, ~3 mm pixels
     seed: int = 0                         # phantoms and training
     organ_spacing: tuple[float, float, float] = (6.0, 4.5, 4.5)   # (z, y, x) mm, 3x the paper's
     organ_patch_size: tuple[int, int, int] = (48, 48, 48)         # 288 x 216 x 216 mm at that spacing
     batch_size: int = 2
     iterations_per_epoch: int = 25
-    locator_iterations: int = 100
-    organ_iterations: int = 1500
+    locator_iterations: int = 300
+    organ_iterations: int = 1700
     locator_share: float = 0.15           # with --minutes: Phase 1's share of the training time
     predict_seconds_per_case: float = 12.0  # with --minutes: time kept free after training for prediction
     num_processes: int = 2
@@ -92,7 +94,8 @@ class DemoSettings:
         return max(1, math.ceil(iterations / self.iterations_per_epoch))
 
     def estimated_seconds(self) -> float:
-        return (FIXED_SECONDS + self.epochs(self.locator_iterations) * self.iterations_per_epoch
+        return (FIXED_SECONDS + SECONDS_PER_PHANTOM * (self.num_training + self.num_test)
+                + self.epochs(self.locator_iterations) * self.iterations_per_epoch
                 * SECONDS_PER_ITERATION["locator"]
                 + self.epochs(self.organ_iterations) * self.iterations_per_epoch * SECONDS_PER_ITERATION["organs"])
 
@@ -170,12 +173,16 @@ def check_dataset_id_free(env: dict[str, str], dataset_id: int, dataset_name: st
 
 
 def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
-    """Append `flare_organs_demo` (the narrow organ network at the demo's spacing and patch size, without stochastic
-    depth) to the plans."""
+    """Append `flare_organs_demo` (the narrow organ network at the demo's spacing and patch size) and
+    `flare_locator_demo` (the locator on flare_locator's data) to the plans, both without stochastic depth: it
+    regularises long runs; in runs of a few hundred or thousand iterations it only slows learning down."""
     from nnunetv2_flare.inference.model_loading import resolve_configuration
     plans = json.loads(plans_file.read_text())
+    locator = copy.deepcopy(resolve_configuration(plans, LOCATOR_CONFIGURATION)["architecture"])
+    locator["arch_kwargs"]["drop_path_rate"] = 0.0
+    plans["configurations"][DEMO_LOCATOR_CONFIGURATION] = {"inherits_from": LOCATOR_CONFIGURATION,
+                                                           "architecture": locator}
     architecture = copy.deepcopy(resolve_configuration(plans, "flare_organs_narrow")["architecture"])
-    # stochastic depth regularises long runs; in a run of ~1,000 iterations it only slows learning down
     architecture["arch_kwargs"]["drop_path_rate"] = 0.0
     plans["configurations"][DEMO_CONFIGURATION] = {
         "inherits_from": "flare_organs_narrow",
@@ -281,7 +288,7 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
         train_seconds = settings.minutes * 60 - (time.time() - start) - reserve_s
         env[DEADLINE_ENV] = str(time.time() + max(train_seconds, 0) * settings.locator_share)
     env[MAX_EPOCHS_ENV] = str(locator_epochs)
-    run("3_train_locator", train + [LOCATOR_CONFIGURATION, "all", "-p", PLANS, "-tr", LOCATOR_TRAINER,
+    run("3_train_locator", train + [DEMO_LOCATOR_CONFIGURATION, "all", "-p", PLANS, "-tr", LOCATOR_TRAINER,
                                     "-device", "cpu"], epochs=locator_epochs)
     if settings.minutes:
         env[DEADLINE_ENV] = str(start + settings.minutes * 60 - reserve_s)
@@ -291,7 +298,8 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
 
     report = output_folder / "prediction_report.json"
     run("5_predict", [_command("nnUNetv2_flare_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions),
-                      "-d", did, "-tr1", LOCATOR_TRAINER, "-tr2", ORGAN_TRAINER, "-c2", DEMO_CONFIGURATION,
+                      "-d", did, "-tr1", LOCATOR_TRAINER, "-c1", DEMO_LOCATOR_CONFIGURATION, "-tr2", ORGAN_TRAINER,
+                      "-c2", DEMO_CONFIGURATION,
                       "-p", PLANS, "--overwrite", "--report", str(report), "--disable_progress_bar"]
         + (["--threads", str(settings.threads)] if settings.threads else []))
     summary_file = output_folder / "summary_flare.json"
@@ -306,7 +314,7 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
                             f"prediction (bottom)")
     results = Path(env["nnUNet_results"]) / dataset_name
     result.training = {
-        "locator": trained_length(results / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}", settings),
+        "locator": trained_length(results / f"{LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}", settings),
         "organs": trained_length(results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", settings)}
 
     write_json_atomic({

@@ -15,6 +15,7 @@ import torch
 
 from nnunetv2_flare.demo import (
     DEMO_CONFIGURATION,
+    DEMO_LOCATOR_CONFIGURATION,
     LOCATOR_TRAINER,
     ORGAN_TRAINER,
     DemoError,
@@ -63,7 +64,7 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
         assert len(list((pre / identifier).glob("*.pkl"))) == 3, identifier
     # 3, 4 checkpoints of both phases; nnU-Net's final validation skipped
     results = out / "nnUNet_results" / DATASET
-    for trainer, cfg in ((LOCATOR_TRAINER, "flare_locator"), (ORGAN_TRAINER, DEMO_CONFIGURATION)):
+    for trainer, cfg in ((LOCATOR_TRAINER, DEMO_LOCATOR_CONFIGURATION), (ORGAN_TRAINER, DEMO_CONFIGURATION)):
         fold = results / f"{trainer}__FlarePlans__{cfg}" / "fold_all"
         checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
         assert checkpoint["current_epoch"] == 1  # the smoke run's single epoch
@@ -133,6 +134,16 @@ def test_demo_configuration_is_added_and_resolved_by_nnunet(tmp_path: Path) -> N
     assert cfg.network_arch_init_kwargs["features_per_stage"] == [24, 48, 96, 192]  # the narrow network
     assert cfg.configuration["flare_training_preprocessor"] == "FlareOrganPreprocessor"
     assert cfg.data_identifier != PlansManager(str(plans_file)).get_configuration("flare_organs").data_identifier
+    assert cfg.network_arch_init_kwargs["drop_path_rate"] == 0.0
+    # the demo's locator: flare_locator's network and data, without stochastic depth
+    locator = PlansManager(str(plans_file)).get_configuration(DEMO_LOCATOR_CONFIGURATION)
+    paper_locator = PlansManager(str(plans_file)).get_configuration("flare_locator")
+    assert locator.data_identifier == paper_locator.data_identifier
+    assert locator.configuration["flare_training_preprocessor"] == "FlareLocatorPreprocessor"
+    assert locator.network_arch_init_kwargs["drop_path_rate"] == 0.0
+    assert paper_locator.network_arch_init_kwargs["drop_path_rate"] > 0
+    assert {k: v for k, v in locator.network_arch_init_kwargs.items() if k != "drop_path_rate"} == \
+        {k: v for k, v in paper_locator.network_arch_init_kwargs.items() if k != "drop_path_rate"}
 
 
 def test_time_box_plans_epochs_from_measured_time() -> None:
