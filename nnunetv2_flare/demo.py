@@ -61,17 +61,18 @@ PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantom
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
-# seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 76 s for 100,
-# Phase 2 648 s for 1,500, start-up included), for the estimate printed up front
-SECONDS_PER_ITERATION = {"locator": 0.75, "organs": 0.43}
-# phantoms, planning, preprocessing, prediction and evaluation: a fixed part and a part per phantom
-FIXED_SECONDS = 40.0
-SECONDS_PER_PHANTOM = 0.8
+# seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 199 s for 300,
+# Phase 2 696 s for 1,700, start-up included), for the estimate printed up front
+SECONDS_PER_ITERATION = {"locator": 0.66, "organs": 0.41}
+# phantoms, planning, preprocessing, prediction and evaluation (95 s for 158 phantoms in the same run): a fixed part
+# and a part per phantom
+FIXED_SECONDS = 20.0
+SECONDS_PER_PHANTOM = 0.5
 
 
 @dataclass
 class DemoSettings:
-    """What the demo makes and trains. The defaults take about 13 minutes on an idle 2-core CPU
+    """What the demo makes and trains. The defaults take about 17 minutes on an idle 2-core CPU
     (`estimated_seconds`)."""
     minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
