@@ -209,7 +209,7 @@ def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool, 
     bar = tqdm(total=epochs, desc=f"   {stage.name}", unit="epoch", disable=epochs is None, dynamic_ncols=True)
     with open(log_file, "w") as log, bar:
         process = subprocess.Popen(stage.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, encoding="utf-8", errors="replace", bufsize=1)
+                                   encoding="utf-8", bufsize=1)
         assert process.stdout is not None
         for line in process.stdout:
             log.write(line)

@@ -96,7 +96,7 @@ def test_two_processes_share_an_output_folder(models, tmp_path):
     out = tmp_path / "out"
     procs = [subprocess.Popen(CLI + ["-i", str(tmp_path / "in"), "-o", str(out), *models, "--threads", "1",
                                      "--disable_progress_bar", "--report", str(tmp_path / f"r{k}.json")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=env_with_threads())
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env_with_threads())
              for k in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -117,7 +117,7 @@ def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
                  "--report", str(tmp_path / "r.json")]
     # a shell that runs the suite in the background (nohup, `&`) ignores SIGINT, and a child would inherit that;
     # a user at a terminal has the default disposition, so the command is started with it
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=env_with_threads(),
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env_with_threads(),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not (out.is_dir() and any(p.name.endswith(".nii.gz") and not p.name.startswith(".")
@@ -132,7 +132,7 @@ def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
     assert tmp_files(out) == []
     assert_complete_outputs(out, finished)
     before = {n: (out / f"{n}.nii.gz").stat().st_mtime_ns for n in finished}
-    rerun = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env=env_with_threads())
+    rerun = subprocess.run(cmd, capture_output=True, encoding="utf-8", timeout=300, env=env_with_threads())
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert sorted(n for n, e in report["cases"].items() if e["status"].startswith("skipped")) == finished
@@ -149,7 +149,7 @@ def test_cli_batch_with_bad_cases_summarises_and_exits_nonzero(models, tmp_path)
     image.SetSpacing((0.8, 0.8, 100.0))
     write(image, tmp_path / "in" / "thick_0000.nii.gz")
     proc = subprocess.run(CLI + ["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *models, "--threads", "1",
-                                 "--disable_progress_bar"], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300,
+                                 "--disable_progress_bar"], capture_output=True, encoding="utf-8", timeout=300,
                           env=env_with_threads())
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     failed = [ln for ln in proc.stderr.splitlines() if ln.strip().startswith("FAILED")]

@@ -156,6 +156,6 @@ def test_console_script_runs(results, cases, tmp_path):
     cmd = [exe] if exe else [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli"]
     proc = subprocess.run(cmd + ["-i", str(cases / "caseB.mha"), "-o", str(tmp_path / "p"), *model_args(results),
                                  "--disable_progress_bar", "--threads", "1"],
-                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env={**os.environ})
+                          capture_output=True, encoding="utf-8", timeout=300, env={**os.environ})
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "p" / "caseB.nii.gz").is_file()

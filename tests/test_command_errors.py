@@ -151,7 +151,7 @@ def _environment(row: Row, tmp: Path) -> dict[str, str]:
 
 
 def _run_subprocess(command: str, argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    done = subprocess.run([command, *argv], env=env, cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
+    done = subprocess.run([command, *argv], env=env, cwd=cwd, capture_output=True, encoding="utf-8", timeout=120)
     return done.returncode, done.stdout, done.stderr
 
 

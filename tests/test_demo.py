@@ -43,7 +43,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_raw", "nnUNet_preprocessed",
                                                                      "nnUNet_results", "nnUNetFlare_demo"))}
     env["OMP_NUM_THREADS"] = "2"
-    done = subprocess.run([command, "--smoke", "-o", str(out)], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
+    done = subprocess.run([command, "--smoke", "-o", str(out)], env=env, capture_output=True, encoding="utf-8",
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, done.stdout + done.stderr  # the progress bars are on stderr
@@ -169,7 +169,7 @@ def test_default_budget_is_iterations_not_wall_time() -> None:
 
 def test_refuses_a_cap_too_short_to_train_before_any_work(tmp_path: Path) -> None:
     command = shutil.which("nnUNetv2_flare_demo")
-    done = subprocess.run([command, "--minutes", "1", "-o", str(tmp_path / "out")], capture_output=True, text=True, encoding="utf-8", errors="replace",
+    done = subprocess.run([command, "--minutes", "1", "-o", str(tmp_path / "out")], capture_output=True, encoding="utf-8",
                           timeout=120)
     assert done.returncode != 0 and "--minutes 1 leaves no time for training" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
@@ -206,7 +206,7 @@ def test_same_seed_trains_the_same_model(smoke_run: tuple[Path, str], tmp_path: 
                                                     "OMP_NUM_THREADS": "2"})
         env[MAX_EPOCHS_ENV] = "1"
         done = subprocess.run([shutil.which("nnUNetv2_train"), "900", DEMO_CONFIGURATION, "all", "-p", "FlarePlans",
-                               "-tr", ORGAN_TRAINER, "-device", "cpu"], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                               "-tr", ORGAN_TRAINER, "-device", "cpu"], env=env, capture_output=True, encoding="utf-8",
                               timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         folder = tmp_path / f"r{seed}" / DATASET / first.parent.name / "fold_all"

@@ -103,7 +103,7 @@ def test_benchmark_huge_makes_its_work_folder(tmp_path):
     """tools/benchmark_huge.py on a thin scan (tiny networks, PyTorch) into a --work folder that does not exist."""
     work = tmp_path / "not" / "yet"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark_huge.py"), "--slices", "4", "--threads",
-                           "1", "--backend", "torch", "--work", str(work)], capture_output=True, text=True, encoding="utf-8", errors="replace",
+                           "1", "--backend", "torch", "--work", str(work)], capture_output=True, encoding="utf-8",
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout[proc.stdout.index("{"):])

@@ -197,7 +197,7 @@ def test_a_prediction_on_openvino_never_imports_torch(models, tmp_path) -> None:
         f"labels = p.predict({str(tmp_path / 'case_0000.nii.gz')!r})\n"
         "assert labels.GetSize() == ({0}, {1}, {2})\n".format(*image.GetSize())
         + "print('torch imported' if 'torch' in sys.modules else 'no torch')\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("no torch"), done.stdout
 

@@ -34,7 +34,7 @@ def _command(name: str) -> str:
 
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 900) -> str:
-    proc = subprocess.run([_command(args[0]), *args[1:]], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
+    proc = subprocess.run([_command(args[0]), *args[1:]], env=env, capture_output=True, encoding="utf-8", timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout
@@ -103,7 +103,7 @@ def test_ext_trainer_path_command_and_environment(monkeypatch, tmp_path):
     from nnunetv2_flare.training.ext_trainer_path import ensure_ext_trainer_env, ext_trainer_path
     path = ext_trainer_path()
     assert Path(path).resolve() == (ROOT / "trainers").resolve()
-    assert subprocess.run([_command("nnUNetv2_flare_ext_trainer_path")], capture_output=True, text=True, encoding="utf-8", errors="replace",
+    assert subprocess.run([_command("nnUNetv2_flare_ext_trainer_path")], capture_output=True, encoding="utf-8",
                           check=True).stdout.strip() == path
     monkeypatch.setenv("nnUNet_extTrainer", str(tmp_path))
     assert ensure_ext_trainer_env() == os.pathsep.join([path, str(tmp_path)])

@@ -268,7 +268,7 @@ def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None
     """Wall seconds, peak RSS (GB, from wait4), CPU seconds (user + system: a busy shared machine inflates wall time,
     CPU time much less) of the command's process, and its output."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace", env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8", env=env)
     out_lines = []
     assert proc.stdout is not None
     for line in proc.stdout:

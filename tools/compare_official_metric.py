@@ -327,7 +327,7 @@ Scores = dict[str, dict[str, dict[int, float]]]  # case name -> "DSC" / "NSD" ->
 def run_official(ref_dir: Path, pred_dir: Path, out_csv: Path) -> tuple[Scores, float]:
     """FLARE's script, unrounded, in a subprocess. Returns its scores and its own wall time (without start-up)."""
     done = subprocess.run([sys.executable, str(OFFICIAL_RUNNER), str(ref_dir), str(pred_dir), str(out_csv),
-                           "--unrounded"], capture_output=True, text=True, encoding="utf-8", errors="replace", check=True)
+                           "--unrounded"], capture_output=True, encoding="utf-8", check=True)
     seconds = float(done.stderr.split("official wall")[1].split()[0])
     scores: Scores = {}
     with open(out_csv, newline="") as f:

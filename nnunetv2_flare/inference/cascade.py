@@ -14,8 +14,9 @@ Steps (../shared/docs/method.md):
    nearest neighbour; pasted into a zero volume with exactly the input's geometry (uint8).
 Before step 1 every input is checked and repaired (input_checks.py: refusals with a one-line reason, NaN, padding,
 dtype) and its voxels are permuted / flipped into one canonical orientation (orientation.py, no resampling): the
-orientation the models were trained in (RAS where their plans read with NibabelIOWithReorient, else LPS); the labels are mapped back exactly, so flipped or permuted copies of a scan get the same result. Each
-network's transpose_forward is applied inside its model wrapper.
+orientation the models were trained in (RAS where their plans read with NibabelIOWithReorient, else LPS); the
+labels are mapped back exactly, so flipped or permuted copies of a scan get the same result. Each network's
+transpose_forward is applied inside its model wrapper.
 """
 from __future__ import annotations
 
