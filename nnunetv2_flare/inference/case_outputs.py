@@ -103,14 +103,16 @@ def write_extras(result: CascadeResult, case: InputCase, target: Path, options: 
         write_color_table(stem.with_name(stem.name + ".ctbl"), label_names)
         written["color_table"] = str(stem.with_name(stem.name + ".ctbl"))
     if options.preview:
-        from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION, plan_reorientation, reoriented_image
+        from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION, plan_reorientation
         from nnunetv2_flare.inference.preview import render_preview
         path = stem.with_name(stem.name + ".png")
-        # the preview draws LPS arrays, whatever orientation the models worked in
-        to_lps = plan_reorientation(result.canonical_image, DEFAULT_ORIENTATION)
-        image = reoriented_image(result.canonical_image, to_lps)
-        render_preview(path, sitk.GetArrayViewFromImage(image), to_lps.to_canonical(result.canonical_labels),
-                       image.GetSpacing()[::-1], label_names, label_colors(label_names), title=case.name)
+        # the preview draws LPS arrays, whatever orientation the models worked in: views, no copy of the scan
+        image = result.canonical_image
+        to_lps = plan_reorientation(image, DEFAULT_ORIENTATION)
+        spacing_xyz = [image.GetSpacing()[to_lps.perm[j]] for j in range(3)]
+        render_preview(path, to_lps.to_canonical(sitk.GetArrayViewFromImage(image)),
+                       to_lps.to_canonical(result.canonical_labels), spacing_xyz[::-1], label_names,
+                       label_colors(label_names), title=case.name)
         written["preview"] = str(path)
     if options.output_type == "dicom_seg":
         from nnunetv2_flare.inference.dicom_seg import write_dicom_seg

@@ -32,6 +32,8 @@ def models_orientation(*trained_in: str | None) -> str:
         raise ValueError(f"the models were trained in different voxel orientations ({', '.join(sorted(fixed))}): "
                          f"their plans name different image readers; pass --orientation to choose one")
     return fixed.pop() if fixed else DEFAULT_ORIENTATION
+
+
 _LETTER_AXIS = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
 
 
