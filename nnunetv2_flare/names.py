@@ -29,3 +29,7 @@ THREADS_ENV = "nnUNetFlare_demo_threads"  # the demo trainers' CPU threads (nnUN
 # crop margins (mm per side)
 CASCADE_MARGIN_MM = 15.0  # around the located abdomen (cascade) or the current label (pseudo-labels)
 TRAINING_CROP_MARGIN_MM = 10.0  # around the labelled foreground when preprocessing the organ network's training data
+
+# how the organ labels return from the working resolution to the input grid: the labels by nearest neighbour (the
+# paper's way, the fastest) or nnU-Net's way, the class scores interpolated linearly and their argmax taken
+RESTORE_MODES = ("nearest", "linear")

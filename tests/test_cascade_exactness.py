@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from cascade_oracles import (
     LabelOracle,
+    ScoresOracle,
     dice,
     ideal_output,
     ircadb_case,
@@ -90,6 +91,26 @@ def test_ircadb_real_ct_manual_labels():
     ref = sitk.GetArrayFromImage(reference)
     assert dice(out[:, :, ::-1] == 2, ref == 2) < 0.2  # left-right
     assert dice(out[:, ::-1] == 1, ref == 1) < 0.9  # anterior-posterior
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_linear_restore_brings_a_real_ct_closer_to_its_manual_labels():
+    """3D-IRCADb at 0.57 mm in plane, organs worked on at 1.5 mm: with a perfectly calibrated organ network,
+    restoring by interpolated class scores (nnU-Net's way) beats the nearest-neighbour labels on every organ, most on
+    the thin vessels."""
+    image_path, reference = ircadb_case()
+    ref = sitk.GetArrayFromImage(reference)
+    scores = {}
+    for restore in ("nearest", "linear"):
+        predictor = FlareCascadePredictor.from_networks(
+            LabelOracle(reference, binary=True), ScoresOracle(reference), NORM, NORM, organ_spacing=ORGAN_SPACING_ZYX,
+            progress=False, restore=restore)
+        out = sitk.GetArrayFromImage(predictor.run(image_path).labels)
+        scores[restore] = {organ: dice(out == organ, ref == organ) for organ in (1, 2, 3, 5, 6, 13)}
+    for organ, linear in scores["linear"].items():
+        assert linear > scores["nearest"][organ] + 0.005, (organ, scores)
+    assert scores["linear"][5] >= scores["nearest"][5] + 0.02  # the aorta, a few working voxels across
 
 
 @pytest.mark.slow

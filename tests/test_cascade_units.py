@@ -8,11 +8,14 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from cascade_oracles import real_data
+from cascade_oracles import dice, real_data
 from nnunetv2_flare.inference import geometry
+from nnunetv2_flare.inference.backends import argmax_labels
 from nnunetv2_flare.inference.backends.torch import NetworkModel
+from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference.geometry import resize_labels_linear_slabs, resize_linear, resize_nearest
 from nnunetv2_flare.inference.image_io import case_name, list_cases
-from nnunetv2_flare.inference.model_loading import load_phase
+from nnunetv2_flare.inference.model_loading import CTNormalization, load_phase
 from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components
 from nnunetv2_flare.inference.random_models import write_random_model_folder
 from nnunetv2_flare.inference.sliding_window import owned_ranges, tile_starts
@@ -190,3 +193,50 @@ def test_foreground_box_is_half_open_grows_by_the_margin_and_clips():
     assert foreground_box(mask, (1, 4, 2)) == ((1, 0, 5), (4, 7, 8))
     assert foreground_box(np.zeros((2, 2), bool)) is None
     assert margin_voxels(15.0, (2.5, 0.8, 1.0)) == (6, 19, 15)
+
+
+def _spheres(shape=(60, 80, 80)) -> np.ndarray:
+    zz, yy, xx = np.indices(shape)
+    truth = np.zeros(shape, np.uint8)
+    truth[(zz - 30) ** 2 + (yy - 40) ** 2 + (xx - 38) ** 2 < 20 ** 2] = 1
+    truth[(zz - 30) ** 2 + (yy - 40) ** 2 + (xx - 62) ** 2 < 6 ** 2] = 2  # touches organ 1: a shared boundary
+    return truth
+
+
+def _restored(labels: np.ndarray, scores: np.ndarray, shape, slices_per_slab: int = 16) -> np.ndarray:
+    return np.concatenate([part for _, part in resize_labels_linear_slabs(labels, scores, shape, slices_per_slab)])
+
+
+def test_linear_restore_is_nnunets_interpolated_argmax_and_beats_nearest() -> None:
+    """Upsampling labels of a coarse grid: where labels meet, the interpolated scores place the boundary between
+    voxels, so the result is closer to the fine truth than nearest neighbour; it equals the argmax of the fully
+    interpolated scores (nnU-Net's export) and does not depend on the slab size."""
+    truth = _spheres()
+    scores = np.stack([resize_linear((truth == k).astype(np.float32), (24, 32, 32)) for k in range(3)])
+    labels = argmax_labels(scores)
+    nearest = resize_nearest(labels, truth.shape)
+    linear = _restored(labels, scores.astype(np.float16), truth.shape)
+    full = argmax_labels(np.stack([resize_linear(c, truth.shape) for c in scores]))
+    assert (linear == full).mean() >= 0.999
+    assert np.array_equal(linear, _restored(labels, scores.astype(np.float16), truth.shape, slices_per_slab=1))
+    for organ in (1, 2):
+        assert dice(linear == organ, truth == organ) > dice(nearest == organ, truth == organ) + 0.01
+
+
+def test_linear_restore_keeps_to_the_neighbours_labels() -> None:
+    """A component that postprocessing removed from the labels stays removed, whatever its scores say."""
+    truth = _spheres()
+    scores = np.stack([resize_linear((truth == k).astype(np.float32), (24, 32, 32)) for k in range(3)])
+    labels = argmax_labels(scores)
+    labels[labels == 2] = 0  # as if organ 2 had been a small extra component
+    restored = _restored(labels, scores.astype(np.float16), truth.shape)
+    assert 2 not in np.unique(restored) and (restored == 1).sum() > 0
+
+
+def test_linear_restore_needs_class_scores() -> None:
+    image_norm = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
+    labels_only = lambda x, grid: np.zeros(x.shape[2:], np.uint8)  # noqa: E731
+    with pytest.raises(ValueError, match="class scores"):
+        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="linear")
+    with pytest.raises(ValueError, match="restore must be one of"):
+        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="cubic")

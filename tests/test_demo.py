@@ -77,6 +77,7 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
     assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
     assert np.allclose(prediction.GetDirection(), image.GetDirection())
     assert sitk.GetArrayViewFromImage(prediction).max() <= 13
+    assert json.loads((out / "prediction_report.json").read_text())["settings"]["restore"] == "linear"
     # 6 evaluation summary with all 13 organs; the demo summary with timings of every stage
     summary = json.loads((out / "summary_flare.json").read_text())
     assert set(summary["per_organ"]["DSC"]) == set(FLARE_ORGANS.values())

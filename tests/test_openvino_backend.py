@@ -144,14 +144,17 @@ def test_unwritable_model_folder_falls_back_to_the_user_cache(tmp_path, user_cac
 
 
 @pytest.mark.slow
-def test_cascade_with_openvino_agrees_with_torch(models, tmp_path) -> None:
+@pytest.mark.parametrize("restore", ["nearest", "linear"])
+def test_cascade_with_openvino_agrees_with_torch(models, tmp_path, restore) -> None:
+    """`linear` needs the organ network's logits: OpenVINO converts a graph without the argmax then."""
     locator, organs = models
     image, _ = make_phantom(3, "tiny", fov="abdomen")
     runs = {}
     for backend in ("torch", "openvino"):
-        predictor = FlareCascadePredictor(locator, organs, backend=backend, progress=False)
+        predictor = FlareCascadePredictor(locator, organs, backend=backend, progress=False, restore=restore)
         assert predictor.settings()["organ_backend"] == backend
         assert predictor.settings()["organ_precision"] == "fp32"
+        assert predictor.settings()["restore"] == restore
         runs[backend] = predictor.run(image)
     a = runs["torch"].labels
     b = runs["openvino"].labels

@@ -15,6 +15,7 @@ import torch
 from cascade_oracles import SMALL_CASCADE, real_data
 from nnunetv2_flare.inference.predict_cli import build_parser, main
 from nnunetv2_flare.inference.random_models import write_random_cascade
+from nnunetv2_flare.phantoms import make_phantom
 
 REAL_CASES = {  # case name -> file or DICOM folder under ../shared/data/real
     "example_ct": "totalsegmentator/example_ct.nii.gz",
@@ -420,3 +421,21 @@ def test_python_api_takes_paths_sitk_nibabel_and_numpy(models):
         with pytest.raises(error, match=match) as info:
             predictor.predict(bad, spacing=spacing)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_restore_linear_from_the_command_line(models, tmp_path):
+    """`--restore linear` reaches the predictor (the report's settings say so) and changes the labels."""
+    image, _ = make_phantom(3, "tiny", fov="abdomen")
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "in" / "case_0000.nii.gz"))
+    labels = {}
+    for restore in ("nearest", "linear"):
+        report = tmp_path / f"{restore}.json"
+        assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / restore), *model_args(models), "--restore",
+                     restore, "--report", str(report), *QUIET]) == 0
+        assert report_of(report)["settings"]["restore"] == restore
+        labels[restore] = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / restore / "case.nii.gz")))
+    assert labels["nearest"].shape == labels["linear"].shape and (labels["nearest"] != labels["linear"]).any()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["-i", "x", "-o", "y", "--restore", "cubic"])

@@ -24,8 +24,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -35,13 +35,13 @@ from nnunetv2_flare.inference.backends import SegmentationModel, check_precision
 from nnunetv2_flare.inference.backends.torch import NetworkModel
 from nnunetv2_flare.inference.batch import BatchResult, predict_files
 from nnunetv2_flare.inference.case_outputs import OutputOptions
-from nnunetv2_flare.inference.ensemble import parse_folds
+from nnunetv2_flare.inference.ensemble import FoldEnsemble, parse_folds
 from nnunetv2_flare.inference.geometry import (
     Box,
     VoxelGrid,
     box_from_coarse,
+    resize_labels_linear_slabs,
     resize_linear,
-    resize_nearest,
     resize_nearest_slabs,
     resize_offset_and_scale,
     working_shape,
@@ -55,10 +55,10 @@ from nnunetv2_flare.inference.postprocessing import (
     keep_largest_component_per_label,
     remove_small_components,
 )
-from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count
+from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT
+from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, RESTORE_MODES
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (backends/torch.py)
     import torch
@@ -162,7 +162,8 @@ class FlareCascadePredictor:
         self._configure(load_phase(locator_folder, fold, checkpoint_name, device, backend=self.backend,
                                    threads=n_threads, tta=tta),
                         load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
-                                   threads=n_threads, precision=precision, tta=tta), **options)
+                                   threads=n_threads, precision=precision, tta=tta,
+                                   class_scores=options.get("restore") == "linear"), **options)
         self.folds, self.tta = list(parse_folds(fold)), tta
         set_threads(n_threads)  # after loading: a PyTorch model imports torch
 
@@ -186,7 +187,8 @@ class FlareCascadePredictor:
         if threads:
             set_threads(threads)
         backend = resolve_backend(backend, device)
-        organs = load_phase(organ_folder, fold, checkpoint_name, device, backend=backend, threads=threads)
+        organs = load_phase(organ_folder, fold, checkpoint_name, device, backend=backend, threads=threads,
+                            class_scores=options.get("restore") == "linear")
         self = cls.from_phases(None, organs, **options)
         self.backend, self.folds = backend, list(parse_folds(fold))
         return self
@@ -211,12 +213,24 @@ class FlareCascadePredictor:
     def _configure(self, locator: Phase, organs: Phase, margin_mm: float = CASCADE_MARGIN_MM,
                    min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
                    progress: bool = True, orientation: str | None = MODEL_ORIENTATION,
-                   roi_subset: Sequence[str] | None = None, statistics: bool = False) -> None:
+                   roi_subset: Sequence[str] | None = None, statistics: bool = False,
+                   restore: str = "nearest") -> None:
         """`roi_subset`: organ names to keep (the others are set to background: TotalSegmentator's --roi_subset; the
         networks still see every class, so the kept organs are the same as in a full prediction). `statistics`:
-        per organ volume and HU statistics in each result (organ_statistics.py)."""
+        per organ volume and HU statistics in each result (organ_statistics.py). `restore` (RESTORE_MODES): how the
+        working-resolution labels return to the input grid; 'linear' keeps the organ network's class scores (C
+        float16 channels at working resolution) and interpolates them where labels meet
+        (geometry.resize_labels_linear_slabs)."""
         if organs.spacing is None:
             raise ValueError("the organ phase needs a target spacing")
+        if restore not in RESTORE_MODES:
+            raise ValueError(f"restore must be one of {', '.join(RESTORE_MODES)}, not {restore!r}")
+        if restore == "linear" and not hasattr(organs.model, "scores"):
+            if not hasattr(organs.model, "logits"):
+                raise ValueError("restore='linear' needs an organ model that gives class scores (a network, or a "
+                                 "model with a `logits` or `scores` method); this one gives labels only")
+            organs = replace(organs, model=FoldEnsemble([organs.model]))
+        self.restore = restore
         self.locator, self.organs = locator, organs
         self.model_label_names: dict[int, str] = dict(organs.label_names or FLARE_ORGANS)  # id -> organ name
         self.roi_subset = subset_ids(self.model_label_names, roi_subset) if roi_subset else None
@@ -258,8 +272,9 @@ class FlareCascadePredictor:
         array = sitk.GetArrayViewFromImage(image)  # (z, y, x), no copy
         warnings: list[str] = list(prepared.warnings)
         box, from_locator = self._locate(image, array, watch, warnings)
-        working_labels, wshape, n_patches = self._segment(image, array, box, watch)
-        labels, counts = self._restore(prepared, working_labels, box)
+        working_labels, scores, wshape, n_patches = self._segment(image, array, box, watch)
+        labels, counts = self._restore(prepared, working_labels, scores, box)
+        del scores
         voxel_ml = math.prod(image.GetSpacing()) / 1000.0
         volumes = {name: float(counts[i]) * voxel_ml for i, name in self.label_names.items()}
         watch.lap("restore")
@@ -274,7 +289,7 @@ class FlareCascadePredictor:
                              prepared.values_on_input(self.organs.spacing), statistics, image,
                              prepared.canonical_labels)
 
-    def _restore(self, prepared: PreparedInput, working_labels: np.ndarray,
+    def _restore(self, prepared: PreparedInput, working_labels: np.ndarray, scores: np.ndarray | None,
                  box: Box) -> tuple[sitk.Image, np.ndarray]:
         """The labels on the input grid, and the voxel count of each label value (index: the value).
 
@@ -283,7 +298,7 @@ class FlareCascadePredictor:
         resized crop, the zero volume around it, its copy into an image and a 64-bit bincount came to 4.6 GB."""
         labels = prepared.new_label_image()
         counts = np.zeros(max(self.model_label_names) + 1, dtype=np.int64)
-        for first, part in resize_nearest_slabs(working_labels, box.shape):
+        for first, part in self._resized_slabs(working_labels, scores, box.shape):
             if self.roi_subset is not None:
                 part[~np.isin(part, self.roi_subset)] = 0
             counts += np.bincount(part.ravel(), minlength=counts.size)[:counts.size]
@@ -292,12 +307,18 @@ class FlareCascadePredictor:
             prepared.paste_labels(labels, slab, part)
         return labels, counts
 
+    def _resized_slabs(self, working_labels: np.ndarray, scores: np.ndarray | None,
+                       shape: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        if scores is None:
+            return resize_nearest_slabs(working_labels, shape)
+        return resize_labels_linear_slabs(working_labels, scores, shape)
+
     def segment_box(self, image: sitk.Image, box: Box) -> np.ndarray:
         """Phase 2 alone on `box` (array order z, y, x) of `image`, taken as it is (no input checks, no
         reorientation): resample to the organ spacing, normalize, sliding window, largest component per organ, back
         to the box's grid. Labels (uint8) of shape box.shape."""
-        labels, _, _ = self._segment(image, sitk.GetArrayViewFromImage(image), box, _Stopwatch({}))
-        return resize_nearest(labels, box.shape)
+        labels, scores, _, _ = self._segment(image, sitk.GetArrayViewFromImage(image), box, _Stopwatch({}))
+        return np.concatenate([part for _, part in self._resized_slabs(labels, scores, box.shape)])
 
     def _locate(self, image: sitk.Image, array: np.ndarray, watch: _Stopwatch,
                 warnings: list[str]) -> tuple[Box, bool]:
@@ -324,8 +345,9 @@ class FlareCascadePredictor:
         return box, found
 
     def _segment(self, image: sitk.Image, array: np.ndarray, box: Box,
-                 watch: _Stopwatch) -> tuple[np.ndarray, tuple[int, int, int], int]:
-        """Labels (uint8) of `box` at the organ network's working resolution, its shape and the tile count."""
+                 watch: _Stopwatch) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int], int]:
+        """Labels (uint8) of `box` at the organ network's working resolution, their class scores (restore='linear';
+        else None), the working shape and the tile count."""
         patch = self.organs.patch_size
         crop = array[box.slices]
         wshape = working_shape(crop.shape, image.GetSpacing()[::-1], self.organs.spacing)
@@ -343,14 +365,21 @@ class FlareCascadePredictor:
             tile_offset = [o + (s - b) * k for o, s, b, k in zip(offset, start, before, scale)]
             return VoxelGrid.subgrid(image, tile_offset, scale, patch)
 
-        labels = sliding_window_labels(x, patch, self.organs.model, grid_of_tile, self.tile_min_overlap,
-                                       self.progress)[inner]
+        scores = None
+        if self.restore == "linear":
+            labels, scores = sliding_window_scores(x, patch, self.organs.model, grid_of_tile, self.tile_min_overlap,
+                                                   self.progress)
+            scores = scores[(slice(None), *inner)]
+        else:
+            labels = sliding_window_labels(x, patch, self.organs.model, grid_of_tile, self.tile_min_overlap,
+                                           self.progress)
+        labels = labels[inner]
         del x  # the float32 working volume (0.17 GB at 512 x 512 x 1500) is not needed from here on
         n_patches = tile_count(padded, patch, self.tile_min_overlap)
         watch.lap("segment_network")
         labels = keep_largest_component_per_label(np.ascontiguousarray(labels))
         watch.lap("postprocess")
-        return labels, wshape, n_patches
+        return labels, scores, wshape, n_patches
 
     # ------------------------------------------------------------------ batches
     def predict_files(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], output_folder: str | os.PathLike,
@@ -366,6 +395,7 @@ class FlareCascadePredictor:
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
                 "orientation": self.orientation or "as read", "folds": self.folds, "tta": self.tta,
+                "restore": self.restore,
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
                 "roi_subset": [self.model_label_names[i] for i in self.roi_subset] if self.roi_subset else None,
                 "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),

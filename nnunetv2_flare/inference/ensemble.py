@@ -87,5 +87,12 @@ class FoldEnsemble:
         total /= len(self.members)
         return total
 
+    def scores(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
+        """What the labels are the argmax of: one member's logits (nnU-Net's export interpolates logits; no softmax
+        to pay for), several members' mean probabilities."""
+        if len(self.members) == 1:
+            return np.asarray(self.members[0].logits(x, grid), dtype=np.float32)
+        return self.probabilities(x, grid)
+
     def __call__(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
-        return argmax_labels(self.probabilities(x, grid))
+        return argmax_labels(self.scores(x, grid))

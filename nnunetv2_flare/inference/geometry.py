@@ -7,6 +7,7 @@ patch) is described by an offset and a scale relative to the input image, from w
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -171,6 +172,51 @@ def resize_nearest_slabs(labels: np.ndarray, out_shape: Sequence[int], slices_pe
         slab = np.take(labels, rows[start:start + slices_per_slab], axis=0)
         for axis, index in enumerate(columns, start=1):
             slab = np.take(slab, index, axis=axis)
+        yield start, slab
+
+
+def _mixed_cells(labels: np.ndarray) -> np.ndarray:
+    """True where the 2 x 2 x 2 voxels a linear interpolation reads from (the voxel and its successors along each
+    axis, clamped at the far faces) do not all hold one label."""
+    padded = np.pad(labels, [(0, 1)] * 3, mode="edge")
+    mixed = np.zeros(labels.shape, dtype=bool)
+    for dz, dy, dx in itertools.product((0, 1), repeat=3):
+        if dz or dy or dx:
+            mixed |= padded[dz:dz + labels.shape[0], dy:dy + labels.shape[1], dx:dx + labels.shape[2]] != labels
+    return mixed
+
+
+def resize_labels_linear_slabs(labels: np.ndarray, scores: np.ndarray, out_shape: Sequence[int],
+                               slices_per_slab: int = 16) -> Iterator[tuple[int, np.ndarray]]:
+    """Like `resize_nearest_slabs`, but each output voxel takes the argmax of the class `scores` (C, *labels.shape)
+    interpolated linearly to it, as nnU-Net's export does, among the labels of the voxels it interpolates between.
+
+    Only voxels between differing labels are interpolated (elsewhere every candidate is one label, the nearest
+    one), so the cost follows the organs' surfaces, not the volume, and no C-channel array of the output's size is
+    built. Keeping to the neighbours' labels means a component that postprocessing removed from `labels` cannot
+    come back from its scores."""
+    mixed = _mixed_cells(labels)
+    z, y, x = (_linear_weights(n, int(m)) for n, m in zip(labels.shape, out_shape))
+    flat_scores, flat_labels = scores.reshape(scores.shape[0], -1), labels.reshape(-1)
+    plane = labels.shape[1] * labels.shape[2]
+    for start, slab in resize_nearest_slabs(labels, out_shape, slices_per_slab):
+        rows_here = z[0][start:start + slab.shape[0]]
+        at = np.nonzero(np.take(np.take(np.take(mixed, rows_here, axis=0), y[0], axis=1), x[0], axis=2))
+        if at[0].size == 0:
+            yield start, slab
+            continue
+        # the 8 voxels each output voxel interpolates between, as flat indices, and their weights
+        corners = [((i0[o] * step, 1 - w[o]), (i1[o] * step, w[o])) for (i0, i1, w), o, step in
+                   zip((z, y, x), (at[0] + start, at[1], at[2]), (plane, labels.shape[2], 1))]
+        best = np.zeros((scores.shape[0], at[0].size), dtype=np.float32)
+        candidate = np.zeros(best.shape, dtype=bool)
+        columns = np.arange(at[0].size)
+        for (iz, wz), (iy, wy), (ix, wx) in itertools.product(*corners):
+            flat = iz + iy + ix
+            best += np.take(flat_scores, flat, axis=1) * (wz * wy * wx)
+            candidate[np.take(flat_labels, flat), columns] = True
+        best[~candidate] = -np.inf
+        slab[at] = best.argmax(axis=0)
         yield start, slab
 
 

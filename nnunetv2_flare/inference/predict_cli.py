@@ -14,6 +14,7 @@ from nnunetv2_flare.names import (
     ORGAN_CONFIGURATION,
     ORGAN_TRAINER,
     PLANS,
+    RESTORE_MODES,
 )
 
 PROG = "nnUNetv2_flare_predict"
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile step as a fraction of the patch, 0 < S <= 1 (nnU-Net's -step_size; nnU-Net uses 0.5): "
                         "smaller means more overlap and more tiles, each voxel labelled by the tile whose centre is "
                         "nearest. Default: the fewest tiles that cover the crop (the paper's setting)")
+    p.add_argument("--restore", default="nearest", choices=list(RESTORE_MODES),
+                   help="how the organ labels return from the network's spacing to the scan's grid: 'nearest' "
+                        "(the labels, the paper's way; default, fastest) or 'linear' (the class scores interpolated "
+                        "where organs meet and the argmax taken, nnU-Net's way: smoother, more exact boundaries, "
+                        "above all where the scan is much finer than the network's spacing; slower, see "
+                        "docs/prediction.md)")
     p.add_argument("--disable_tta", action="store_true",
                    help="accepted for nnU-Net compatibility: test-time augmentation is already off by default here")
     p.add_argument("--tta", action="store_true",
@@ -149,6 +156,8 @@ def _predict(args: argparse.Namespace) -> int:
         options["statistics"] = True
     if args.margin_mm is not None:
         options["margin_mm"] = args.margin_mm
+    if args.restore != "nearest":
+        options["restore"] = args.restore
     outputs = OutputOptions(split_masks=args.split_masks, preview=args.preview, color_table=args.color_table,
                             output_type=args.output_type)
     if args.m1:
