@@ -30,6 +30,9 @@ THREADS_ENV = "nnUNetFlare_demo_threads"  # the demo trainers' CPU threads (nnUN
 CASCADE_MARGIN_MM = 15.0  # around the located abdomen (cascade) or the current label (pseudo-labels)
 TRAINING_CROP_MARGIN_MM = 10.0  # around the labelled foreground when preprocessing the organ network's training data
 
+# --orientation's default: process each scan in the orientation the models were trained in (their plans' reader)
+MODEL_ORIENTATION = "model"
+
 # how the organ labels return from the working resolution to the input grid: the labels by nearest neighbour (the
 # paper's way, the fastest) or nnU-Net's way, the class scores interpolated linearly and their argmax taken
 RESTORE_MODES = ("nearest", "linear")

@@ -50,7 +50,7 @@ from nnunetv2_flare.inference.image_io import read_image
 from nnunetv2_flare.inference.input_checks import PreparedInput, prepare_input
 from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_phase
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
-from nnunetv2_flare.inference.orientation import MODEL_ORIENTATION, models_orientation
+from nnunetv2_flare.inference.orientation import models_orientation
 from nnunetv2_flare.inference.postprocessing import (
     keep_largest_component_per_label,
     remove_small_components,
@@ -58,7 +58,7 @@ from nnunetv2_flare.inference.postprocessing import (
 from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, RESTORE_MODES
+from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, MODEL_ORIENTATION, RESTORE_MODES
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (backends/torch.py)
     import torch

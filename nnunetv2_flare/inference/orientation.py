@@ -21,7 +21,6 @@ import numpy as np
 import SimpleITK as sitk
 
 DEFAULT_ORIENTATION = "LPS"  # for models whose plans keep each file's own orientation (SimpleITKIO)
-MODEL_ORIENTATION = "model"  # the cascade's default: the orientation the models were trained in
 
 
 def models_orientation(*trained_in: str | None) -> str:

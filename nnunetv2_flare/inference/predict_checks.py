@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import UsageError
+from nnunetv2_flare.names import MODEL_ORIENTATION
 
 DATASET_NAME = re.compile(r"^Dataset\d{3}_\S+$")
 
@@ -42,7 +43,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--margin_mm must be a finite number >= 0 (mm); got {args.margin_mm}.")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1; got {args.threads}.")
-    if args.orientation.lower() not in ("as_read", "none", "model"):
+    if args.orientation.lower() not in ("as_read", "none", MODEL_ORIENTATION):
         try:
             orientation_matrix(args.orientation.upper())
         except ValueError as e:

@@ -11,6 +11,7 @@ from nnunetv2_flare.names import (
     CHECKPOINT,
     LOCATOR_CONFIGURATION,
     LOCATOR_TRAINER,
+    MODEL_ORIENTATION,
     ORGAN_CONFIGURATION,
     ORGAN_TRAINER,
     PLANS,
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="REPORT_JSON",
                    help="write a JSON report: per case stage times, crop box, warnings, organ volumes (mL)")
     p.add_argument("--margin_mm", type=float, default=None, help="crop margin around the located abdomen (15)")
-    p.add_argument("--orientation", default="model", metavar="CODE",
+    p.add_argument("--orientation", default=MODEL_ORIENTATION, metavar="CODE",
                    help="process every scan in this voxel orientation (e.g. RAS, LPS) and map the labels back; "
                         "default 'model': the orientation the models were trained in (their plans' reader: RAS for "
                         "NibabelIOWithReorient, else LPS); 'as_read' uses the array as stored")
@@ -146,7 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
     orientation = None if args.orientation.lower() in ("as_read", "none") else \
-        "model" if args.orientation.lower() == "model" else args.orientation.upper()
+        MODEL_ORIENTATION if args.orientation.lower() == MODEL_ORIENTATION else args.orientation.upper()
     options = {"progress": not args.disable_progress_bar, "orientation": orientation}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size
