@@ -240,3 +240,26 @@ def test_linear_restore_needs_class_scores() -> None:
         FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="linear")
     with pytest.raises(ValueError, match="restore must be one of"):
         FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="cubic")
+
+
+def test_ensemble_scores_are_one_members_logits_or_the_mean_probability() -> None:
+    """What restore='linear' interpolates: a single model's logits (no softmax to pay for), an ensemble's mean
+    probabilities; the labels are their argmax either way."""
+    from nnunetv2_flare.inference.ensemble import FoldEnsemble, softmax_
+
+    class Fixed:
+        def __init__(self, logits: np.ndarray) -> None:
+            self.value = logits
+
+        def logits(self, x, grid=None) -> np.ndarray:
+            return self.value.copy()
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(4, 3, 3, 3)).astype(np.float32) for _ in range(2))
+    x = np.zeros((1, 1, 3, 3, 3), np.float32)
+    np.testing.assert_array_equal(FoldEnsemble([Fixed(a)]).scores(x), a)
+    mean = (softmax_(a.copy()) + softmax_(b.copy())) / 2
+    pair = FoldEnsemble([Fixed(a), Fixed(b)])
+    np.testing.assert_allclose(pair.scores(x), mean, rtol=1e-6)
+    np.testing.assert_array_equal(pair(x), argmax_labels(mean))
+    np.testing.assert_array_equal(FoldEnsemble([Fixed(a)])(x), argmax_labels(a))

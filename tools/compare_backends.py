@@ -28,10 +28,16 @@ from nnunetv2_flare.inference.image_io import list_cases
 
 
 def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
-    from nnunetv2_flare.demo import DEMO_CONFIGURATION, LOCATOR_CONFIGURATION, LOCATOR_TRAINER, ORGAN_TRAINER, PLANS
+    from nnunetv2_flare.demo import (
+        DEMO_CONFIGURATION,
+        DEMO_LOCATOR_CONFIGURATION,
+        LOCATOR_TRAINER,
+        ORGAN_TRAINER,
+        PLANS,
+    )
     results = next((demo / "nnUNet_results").glob("Dataset*"))
     raw = demo / "nnUNet_raw" / results.name
-    return (results / f"{LOCATOR_TRAINER}__{PLANS}__{LOCATOR_CONFIGURATION}",
+    return (results / f"{LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}",
             results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", raw / "imagesTs", raw / "labelsTs")
 
 
@@ -51,12 +57,14 @@ class Bf16Emulation:
         return argmax_labels(out.permute(m.backward_axes)[0].float().numpy())
 
 
-def make_predictor(m1: Path, m2: Path, setting: str, overlap: float) -> FlareCascadePredictor:
-    """`setting`: a backend ('torch', 'openvino'), or 'torch-bf16' (Bf16Emulation)."""
+def make_predictor(m1: Path, m2: Path, setting: str, overlap: float, restore: str) -> FlareCascadePredictor:
+    """`setting`: a backend ('torch', 'openvino'), 'openvino-bf16' (OpenVINO's bf16: CPUs with native bf16 only) or
+    'torch-bf16' (Bf16Emulation)."""
     backend = setting.removesuffix("-bf16")
-    predictor = FlareCascadePredictor(m1, m2, backend=backend, precision="fp32", tile_min_overlap=overlap,
-                                      progress=False)
-    if setting.endswith("-bf16"):
+    precision = "bf16" if setting == "openvino-bf16" else "fp32"
+    predictor = FlareCascadePredictor(m1, m2, backend=backend, precision=precision, tile_min_overlap=overlap,
+                                      progress=False, restore=restore)
+    if setting == "torch-bf16":
         predictor.organs.model = Bf16Emulation(predictor.organs.model)
     return predictor
 
@@ -73,7 +81,9 @@ def main() -> None:
     p.add_argument("-i", type=Path, help="images")
     p.add_argument("-r", type=Path, help="reference labels")
     p.add_argument("--backends", nargs="+", default=["torch", "openvino"],
-                   choices=["torch", "openvino", "torch-bf16"], help="torch-bf16: see Bf16Emulation")
+                   choices=["torch", "openvino", "openvino-bf16", "torch-bf16"],
+                   help="openvino-bf16: OpenVINO in bf16 (native bf16 only); torch-bf16: see Bf16Emulation")
+    p.add_argument("--restore", default="nearest", choices=["nearest", "linear"], help="as nnUNetv2_flare_predict's")
     p.add_argument("--overlaps", type=float, nargs="+", default=[0.0], help="tile_min_overlap values")
     args = p.parse_args()
     m1, m2, images, refs = demo_folders(args.demo) if args.demo else (args.m1, args.m2, args.i, args.r)
@@ -85,7 +95,7 @@ def main() -> None:
                 name = f"{backend}, overlap {overlap:g}"
                 out = Path(tmp) / f"{backend}_{overlap:g}"
                 out.mkdir()
-                predictor = make_predictor(m1, m2, backend, overlap)
+                predictor = make_predictor(m1, m2, backend, overlap, args.restore)
                 seconds, tiles = 0.0, 0
                 for case in cases:
                     t = time.perf_counter()
