@@ -143,7 +143,7 @@ class FlareCascadePredictor:
     >>> result = predictor.run(image)                           # labels + timings, crop box, warnings, volumes
     >>> predictor.predict_files(["imagesTs"], "predictions", report="report.json")
     Options (keyword arguments): margin_mm, tile_min_overlap (1 - nnU-Net's step_size), orientation, roi_subset,
-    statistics, progress; see _configure.
+    statistics, restore, progress; see _configure.
     """
 
     def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike,
