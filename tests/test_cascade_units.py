@@ -263,3 +263,20 @@ def test_ensemble_scores_are_one_members_logits_or_the_mean_probability() -> Non
     np.testing.assert_allclose(pair.scores(x), mean, rtol=1e-6)
     np.testing.assert_array_equal(pair(x), argmax_labels(mean))
     np.testing.assert_array_equal(FoldEnsemble([Fixed(a)])(x), argmax_labels(a))
+
+
+def test_a_tile_of_the_wrong_shape_is_refused() -> None:
+    from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores
+
+    class Batched:  # labels with a leading batch axis, scores without their class axis
+        def __call__(self, x, grid):
+            return np.zeros(x.shape[1:], np.uint8)
+
+        def scores(self, x, grid):
+            return np.zeros(x.shape[2:], np.float32)
+
+    volume = np.zeros((8, 8, 8), np.float32)
+    with pytest.raises(RuntimeError, match="labels of shape"):
+        sliding_window_labels(volume, (8, 8, 8), Batched(), lambda start: None, progress=False)
+    with pytest.raises(RuntimeError, match="class scores of shape"):
+        sliding_window_scores(volume, (8, 8, 8), Batched(), lambda start: None, progress=False)

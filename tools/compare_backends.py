@@ -25,6 +25,7 @@ from nnunetv2_flare.evaluation.metrics import foreground_agreement
 from nnunetv2_flare.inference.backends import argmax_labels
 from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.image_io import list_cases
+from nnunetv2_flare.names import RESTORE_MODES
 
 
 def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
@@ -83,7 +84,7 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=["torch", "openvino"],
                    choices=["torch", "openvino", "openvino-bf16", "torch-bf16"],
                    help="openvino-bf16: OpenVINO in bf16 (native bf16 only); torch-bf16: see Bf16Emulation")
-    p.add_argument("--restore", default="nearest", choices=["nearest", "linear"], help="as nnUNetv2_flare_predict's")
+    p.add_argument("--restore", default=RESTORE_MODES[0], choices=RESTORE_MODES, help="as nnUNetv2_flare_predict's")
     p.add_argument("--overlaps", type=float, nargs="+", default=[0.0], help="tile_min_overlap values")
     args = p.parse_args()
     m1, m2, images, refs = demo_folders(args.demo) if args.demo else (args.m1, args.m2, args.i, args.r)

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile step as a fraction of the patch, 0 < S <= 1 (nnU-Net's -step_size; nnU-Net uses 0.5): "
                         "smaller means more overlap and more tiles, each voxel labelled by the tile whose centre is "
                         "nearest. Default: the fewest tiles that cover the crop (the paper's setting)")
-    p.add_argument("--restore", default="nearest", choices=list(RESTORE_MODES),
+    p.add_argument("--restore", default=RESTORE_MODES[0], choices=list(RESTORE_MODES),
                    help="how the organ labels return from the network's spacing to the scan's grid: 'nearest' "
                         "(the labels, the paper's way; default, fastest) or 'linear' (the class scores interpolated "
                         "where organs meet and the argmax taken, nnU-Net's way: smoother, more exact boundaries, "
@@ -148,7 +148,7 @@ def _predict(args: argparse.Namespace) -> int:
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
     orientation = None if args.orientation.lower() in ("as_read", "none") else \
         MODEL_ORIENTATION if args.orientation.lower() == MODEL_ORIENTATION else args.orientation.upper()
-    options = {"progress": not args.disable_progress_bar, "orientation": orientation}
+    options = {"progress": not args.disable_progress_bar, "orientation": orientation, "restore": args.restore}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size
     if args.roi_subset:
@@ -157,8 +157,6 @@ def _predict(args: argparse.Namespace) -> int:
         options["statistics"] = True
     if args.margin_mm is not None:
         options["margin_mm"] = args.margin_mm
-    if args.restore != "nearest":
-        options["restore"] = args.restore
     outputs = OutputOptions(split_masks=args.split_masks, preview=args.preview, color_table=args.color_table,
                             output_type=args.output_type)
     if args.m1:

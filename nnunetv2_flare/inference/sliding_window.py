@@ -62,8 +62,9 @@ def _tiles(shape: Sequence[int], patch: Sequence[int], min_overlap: float, progr
         yield start, window, dst, src
 
 
-def _check_tile(out: np.ndarray, patch: Sequence[int], what: str) -> None:
-    if tuple(out.shape[-3:]) != tuple(patch):
+def _check_tile(out: np.ndarray, patch: Sequence[int], what: str, channels: bool = False) -> None:
+    """Labels must have exactly the patch's shape; class scores one more, leading axis."""
+    if tuple(out.shape[1:] if channels else out.shape) != tuple(patch):
         raise RuntimeError(f"the organ model returned {what} of shape {tuple(out.shape)} for a patch {tuple(patch)}")
 
 
@@ -88,7 +89,7 @@ def sliding_window_scores(volume: np.ndarray, patch: Sequence[int], model: Score
     scores = None
     for start, window, dst, src in _tiles(volume.shape, patch, min_overlap, progress):
         tile_scores = np.asarray(model.scores(volume[window][None, None], grid_of_tile(start)))
-        _check_tile(tile_scores, patch, "class scores")
+        _check_tile(tile_scores, patch, "class scores", channels=True)
         if scores is None:
             scores = np.zeros((tile_scores.shape[0], *volume.shape), dtype=np.float16)
         scores[(slice(None), *dst)] = tile_scores[(slice(None), *src)]
