@@ -36,3 +36,5 @@ MODEL_ORIENTATION = "model"
 # how the organ labels return from the working resolution to the input grid: the labels by nearest neighbour (the
 # paper's way, the fastest) or nnU-Net's way, the class scores interpolated linearly and their argmax taken
 RESTORE_MODES = ("nearest", "linear")
+# --follow_organs without a number: rounds of growing the box where organs reach its faces (box_following.py)
+FOLLOW_ORGANS_ROUNDS = 3

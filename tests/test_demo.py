@@ -28,7 +28,7 @@ from nnunetv2_flare.demo import (
     settings_from_args,
 )
 from nnunetv2_flare.labels import FLARE_ORGANS
-from nnunetv2_flare.names import MAX_EPOCHS_ENV, SEED_ENV
+from nnunetv2_flare.names import FOLLOW_ORGANS_ROUNDS, MAX_EPOCHS_ENV, SEED_ENV
 from nnunetv2_flare.training.lr_schedulers import cosine_lr, warmup_cosine_lr
 from nnunetv2_flare.training.time_boxed import epochs_that_fit
 
@@ -77,7 +77,8 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
     assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
     assert np.allclose(prediction.GetDirection(), image.GetDirection())
     assert sitk.GetArrayViewFromImage(prediction).max() <= 13
-    assert json.loads((out / "prediction_report.json").read_text())["settings"]["restore"] == "linear"
+    predict_settings = json.loads((out / "prediction_report.json").read_text())["settings"]
+    assert predict_settings["restore"] == "linear" and predict_settings["follow_organs"] == FOLLOW_ORGANS_ROUNDS
     # 6 evaluation summary with all 13 organs; the demo summary with timings of every stage
     summary = json.loads((out / "summary_flare.json").read_text())
     assert set(summary["per_organ"]["DSC"]) == set(FLARE_ORGANS.values())

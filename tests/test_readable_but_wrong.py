@@ -16,6 +16,7 @@ from nnunetv2_flare.cli_errors import UsageError
 from nnunetv2_flare.inference.input_checks import InputRefused
 from nnunetv2_flare.inference.predict_cli import parse_arguments
 from nnunetv2_flare.inference.report_merge import EARLIER_RUN_KEY
+from nnunetv2_flare.names import FOLLOW_ORGANS_ROUNDS
 from unusual_inputs import array_predictor, body_ct, with_array, write
 
 
@@ -123,8 +124,9 @@ def test_an_unreadable_earlier_report_is_replaced_with_a_warning(tmp_path, capsy
 # ------------------------------------------------------------------------------------------------ argument fuzz
 FLAGS = ["-i", "-o", "-d", "-f", "-m1", "-m2", "-tr", "-c", "-p", "-chk", "-device", "--backend", "--precision",
          "--threads", "--overwrite", "--continue_prediction", "--report", "--margin_mm", "--orientation",
-         "-step_size", "--disable_tta", "--tta", "-num_parts", "-part_id", "--roi_subset", "--split_masks",
-         "--statistics", "--preview", "--color_table", "--output_type", "--disable_progress_bar", "-h", "--nope"]
+         "-step_size", "--restore", "--follow_organs", "--disable_tta", "--tta", "-num_parts", "-part_id",
+         "--roi_subset", "--split_masks", "--statistics", "--preview", "--color_table", "--output_type",
+         "--disable_progress_bar", "-h", "--nope"]
 VALUES = ["x", "220", "Dataset220_FLARE", "abc", "0", "-1", "1", "3", "0.5", "1.5", "nan", "inf", "-inf", "LPS",
           "RAS", "XYZ", "as_read", "openvino", "bf16", "dicom_seg", "all", "", " ", "liver", "r.json", "/", "-",
           "--", "é", "1e309"]
@@ -159,6 +161,9 @@ def test_one_line_usage_errors_name_the_fix():
     for argv, expect in ((["-i", "x", "-o", "y"], "name the models"),
                          (["-i", "x", "-o", "y", "-m1", "a"], "give both -m1"),
                          (["-i", "x", "-o", "y", "-d", "1", "--margin_mm", "nan"], "--margin_mm"),
+                         (["-i", "x", "-o", "y", "-d", "1", "--follow_organs", "-1"], "--follow_organs"),
                          (["-i", "x", "-o", "y", "-d", "1", "--report", "dir/"], "names a folder")):
         with pytest.raises(UsageError, match=expect):
             parse_arguments(argv)
+    assert parse_arguments(["-i", "x", "-o", "y", "-d", "1", "--follow_organs"]).follow_organs == FOLLOW_ORGANS_ROUNDS
+    assert parse_arguments(["-i", "x", "-o", "y", "-d", "1"]).follow_organs == 0

@@ -11,7 +11,10 @@ Steps (../shared/docs/method.md):
 3. Phase 2: resample only the crop to the organ spacing (trilinear), normalize, pad to at least one patch,
    sliding window (fewest tiles, see sliding_window.py), argmax at working resolution.
 4. Largest connected component per organ at working resolution; labels back to the crop's original grid by
-   nearest neighbour; pasted into a zero volume with exactly the input's geometry (uint8).
+   nearest neighbour (or interpolated class scores, restore='linear'); pasted into a zero volume with exactly the
+   input's geometry (uint8).
+Opt-in, follow_organs=N: where the organ labels reach a face of the box, up to N rounds of growing the box on those
+faces and segmenting the new slabs (box_following.py).
 Before step 1 every input is checked and repaired (input_checks.py: refusals with a one-line reason, NaN, padding,
 dtype) and its voxels are permuted / flipped into one canonical orientation (orientation.py, no resampling): the
 orientation the models were trained in (RAS where their plans read with NibabelIOWithReorient, else LPS); the
@@ -34,6 +37,14 @@ from nnunetv2_flare.inference.api_inputs import as_api_input, labels_as
 from nnunetv2_flare.inference.backends import SegmentationModel, check_precision, resolve_backend
 from nnunetv2_flare.inference.backends.torch import NetworkModel
 from nnunetv2_flare.inference.batch import BatchResult, predict_files
+from nnunetv2_flare.inference.box_following import (
+    extension_slabs,
+    grow_box,
+    half_patch_voxels,
+    outside_mask,
+    relative,
+    touched_faces,
+)
 from nnunetv2_flare.inference.case_outputs import OutputOptions
 from nnunetv2_flare.inference.ensemble import FoldEnsemble, parse_folds
 from nnunetv2_flare.inference.geometry import (
@@ -84,6 +95,7 @@ class CascadeResult:
     # the checked image in the processed orientation, and how to view `labels` in it (previews); not in the report
     canonical_image: sitk.Image | None = field(default=None, repr=False, compare=False)
     labels_to_canonical: Callable[[sitk.Image], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    located_box: Box | None = None  # the locator's box on the input, where follow_organs grew it into crop_box
 
     @property
     def canonical_labels(self) -> np.ndarray | None:
@@ -97,7 +109,8 @@ class CascadeResult:
             "image_size_xyz": list(self.labels.GetSize()),
             "spacing_xyz": [round(s, 4) for s in self.labels.GetSpacing()],
             **self.orientation,  # crop box: the input's indices; working shape: the processed orientation's
-            "crop_box": {**self.crop_box.to_report(spacing_zyx), "from_locator": self.crop_from_locator},
+            "crop_box": {**self.crop_box.to_report(spacing_zyx), "from_locator": self.crop_from_locator,
+                         **({"grown_from": self.located_box.to_report(spacing_zyx)} if self.located_box else {})},
             "working_shape_xyz": list(self.working_shape[::-1]),
             "n_patches": self.n_patches,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
@@ -143,7 +156,7 @@ class FlareCascadePredictor:
     >>> result = predictor.run(image)                           # labels + timings, crop box, warnings, volumes
     >>> predictor.predict_files(["imagesTs"], "predictions", report="report.json")
     Options (keyword arguments): margin_mm, tile_min_overlap (1 - nnU-Net's step_size), orientation, roi_subset,
-    statistics, restore, progress; see _configure.
+    statistics, restore, follow_organs, progress; see _configure.
     """
 
     def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike,
@@ -214,13 +227,14 @@ class FlareCascadePredictor:
                    min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
                    progress: bool = True, orientation: str | None = MODEL_ORIENTATION,
                    roi_subset: Sequence[str] | None = None, statistics: bool = False,
-                   restore: str = "nearest") -> None:
+                   restore: str = "nearest", follow_organs: int = 0) -> None:
         """`roi_subset`: organ names to keep (the others are set to background: TotalSegmentator's --roi_subset; the
         networks still see every class, so the kept organs are the same as in a full prediction). `statistics`:
         per organ volume and HU statistics in each result (organ_statistics.py). `restore` (RESTORE_MODES): how the
         working-resolution labels return to the input grid; 'linear' keeps the organ network's class scores (C
         float16 channels at working resolution) and interpolates them where labels meet
-        (geometry.resize_labels_linear_slabs)."""
+        (geometry.resize_labels_linear_slabs). `follow_organs`: up to this many rounds of growing the box where the
+        organ labels reach its faces (box_following.py); 0, the default, keeps the locator's box."""
         if organs.spacing is None:
             raise ValueError("the organ phase needs a target spacing")
         if restore not in RESTORE_MODES:
@@ -230,7 +244,9 @@ class FlareCascadePredictor:
                 raise ValueError("restore='linear' needs an organ model that gives class scores (a network, or a "
                                  "model with a `logits` or `scores` method); this one gives labels only")
             organs = replace(organs, model=FoldEnsemble([organs.model]))
-        self.restore = restore
+        if int(follow_organs) != follow_organs or follow_organs < 0:
+            raise ValueError(f"follow_organs must be a whole number of rounds >= 0, not {follow_organs!r}")
+        self.restore, self.follow_organs = restore, int(follow_organs)
         self.locator, self.organs = locator, organs
         self.model_label_names: dict[int, str] = dict(organs.label_names or FLARE_ORGANS)  # id -> organ name
         self.roi_subset = subset_ids(self.model_label_names, roi_subset) if roi_subset else None
@@ -273,8 +289,15 @@ class FlareCascadePredictor:
         warnings: list[str] = list(prepared.warnings)
         box, from_locator = self._locate(image, array, watch, warnings)
         working_labels, scores, wshape, n_patches = self._segment(image, array, box, watch)
-        labels, counts = self._restore(prepared, working_labels, scores, box)
-        del scores
+        located = box
+        if self.follow_organs:
+            box_labels, box, n_more = self._follow(image, array, box, working_labels, scores, watch)
+            n_patches += n_more
+            slabs = ((z, box_labels[z:z + 16]) for z in range(0, box_labels.shape[0], 16))
+        else:
+            slabs = self._resized_slabs(working_labels, scores, box.shape)
+        labels, counts = self._restore(prepared, slabs, box)
+        del slabs, working_labels, scores
         voxel_ml = math.prod(image.GetSpacing()) / 1000.0
         volumes = {name: float(counts[i]) * voxel_ml for i, name in self.label_names.items()}
         watch.lap("restore")
@@ -287,18 +310,19 @@ class FlareCascadePredictor:
         return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape, n_patches, timings,
                              warnings, volumes, list(prepared.notes), prepared.report(),
                              prepared.values_on_input(self.organs.spacing), statistics, image,
-                             prepared.canonical_labels)
+                             prepared.canonical_labels,
+                             prepared.box_on_input(located, array.shape) if located != box else None)
 
-    def _restore(self, prepared: PreparedInput, working_labels: np.ndarray, scores: np.ndarray | None,
+    def _restore(self, prepared: PreparedInput, slabs: Iterable[tuple[int, np.ndarray]],
                  box: Box) -> tuple[sitk.Image, np.ndarray]:
         """The labels on the input grid, and the voxel count of each label value (index: the value).
 
-        The working-resolution labels are resized to the crop box a slab of slices at a time and pasted straight into
-        a zero label image of the input's grid, so that image is the only full-size array: at 512 x 512 x 1500 the
-        resized crop, the zero volume around it, its copy into an image and a 64-bit bincount came to 4.6 GB."""
+        `slabs` (first slice, labels) cover the crop box; they are pasted straight into a zero label image of the
+        input's grid, so that image is the only full-size array: at 512 x 512 x 1500 the resized crop, the zero volume
+        around it, its copy into an image and a 64-bit bincount came to 4.6 GB."""
         labels = prepared.new_label_image()
         counts = np.zeros(max(self.model_label_names) + 1, dtype=np.int64)
-        for first, part in self._resized_slabs(working_labels, scores, box.shape):
+        for first, part in slabs:
             if self.roi_subset is not None:
                 part[~np.isin(part, self.roi_subset)] = 0
             counts += np.bincount(part.ravel(), minlength=counts.size)[:counts.size]
@@ -313,12 +337,40 @@ class FlareCascadePredictor:
             return resize_nearest_slabs(working_labels, shape)
         return resize_labels_linear_slabs(working_labels, scores, shape)
 
+    def _box_labels(self, working_labels: np.ndarray, scores: np.ndarray | None, shape: Sequence[int]) -> np.ndarray:
+        return np.concatenate([part for _, part in self._resized_slabs(working_labels, scores, shape)])
+
     def segment_box(self, image: sitk.Image, box: Box) -> np.ndarray:
         """Phase 2 alone on `box` (array order z, y, x) of `image`, taken as it is (no input checks, no
         reorientation): resample to the organ spacing, normalize, sliding window, largest component per organ, back
         to the box's grid. Labels (uint8) of shape box.shape."""
         labels, scores, _, _ = self._segment(image, sitk.GetArrayViewFromImage(image), box, _Stopwatch({}))
-        return np.concatenate([part for _, part in self._resized_slabs(labels, scores, box.shape)])
+        return self._box_labels(labels, scores, box.shape)
+
+    def _follow(self, image: sitk.Image, array: np.ndarray, box: Box, working_labels: np.ndarray,
+                scores: np.ndarray | None, watch: _Stopwatch) -> tuple[np.ndarray, Box, int]:
+        """The labels of `box` on the input grid, grown (box_following.py) for up to `follow_organs` rounds while
+        they reach a face of the box that is not the scan's edge: (labels of the final box, the final box, the tiles
+        the new slabs took)."""
+        labels = self._box_labels(working_labels, scores, box.shape)
+        half_patch = half_patch_voxels(self.organs.patch_size, self.organs.spacing, image.GetSpacing()[::-1])
+        n_patches = 0
+        for _ in range(self.follow_organs):
+            faces = touched_faces(labels, box, array.shape)
+            if not faces:
+                break
+            grown = grow_box(box, faces, half_patch, array.shape)
+            merged = np.zeros(grown.shape, dtype=np.uint8)
+            merged[relative(box, grown)] = labels
+            for slab in extension_slabs(box, grown, faces, half_patch):
+                slab_labels, slab_scores, _, n = self._segment(image, array, slab, watch)
+                part = self._box_labels(slab_labels, slab_scores, slab.shape)
+                new = outside_mask(slab, box)  # what the box held stays as it was
+                merged[relative(slab, grown)][new] = part[new]
+                n_patches += n
+            labels, box = keep_largest_component_per_label(merged), grown
+            watch.lap("follow_organs")
+        return labels, box, n_patches
 
     def _locate(self, image: sitk.Image, array: np.ndarray, watch: _Stopwatch,
                 warnings: list[str]) -> tuple[Box, bool]:
@@ -395,7 +447,7 @@ class FlareCascadePredictor:
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
                 "orientation": self.orientation or "as read", "folds": self.folds, "tta": self.tta,
-                "restore": self.restore,
+                "restore": self.restore, "follow_organs": self.follow_organs,
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
                 "roi_subset": [self.model_label_names[i] for i in self.roi_subset] if self.roi_subset else None,
                 "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),

@@ -41,6 +41,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"-step_size must be in (0, 1] (a fraction of the patch); got {args.step_size}.")
     if args.margin_mm is not None and not 0 <= args.margin_mm < float("inf"):
         raise UsageError(f"--margin_mm must be a finite number >= 0 (mm); got {args.margin_mm}.")
+    if args.follow_organs < 0:
+        raise UsageError(f"--follow_organs must be a number of rounds >= 0; got {args.follow_organs}.")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1; got {args.threads}.")
     if args.orientation.lower() not in ("as_read", "none", MODEL_ORIENTATION):

@@ -9,6 +9,7 @@ from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_comma
 from nnunetv2_flare.inference.predict_checks import check_arguments, check_paths, dataset_name_or_id
 from nnunetv2_flare.names import (
     CHECKPOINT,
+    FOLLOW_ORGANS_ROUNDS,
     LOCATOR_CONFIGURATION,
     LOCATOR_TRAINER,
     MODEL_ORIENTATION,
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "where organs meet and the argmax taken, nnU-Net's way: smoother, more exact boundaries, "
                         "above all where the scan is much finer than the network's spacing; slower, see "
                         "docs/prediction.md)")
+    p.add_argument("--follow_organs", type=int, nargs="?", const=FOLLOW_ORGANS_ROUNDS, default=0, metavar="ROUNDS",
+                   help="where the organ labels reach a face of the locator's box (not the scan's edge), grow the "
+                        "box there by half a patch and segment the new slab, keeping what the box held; up to ROUNDS "
+                        f"times ({FOLLOW_ORGANS_ROUNDS} if no number is given; default off). For scans where the "
+                        "locator cuts an organ, e.g. the aorta's thoracic end: costs tiles only where it grows")
     p.add_argument("--disable_tta", action="store_true",
                    help="accepted for nnU-Net compatibility: test-time augmentation is already off by default here")
     p.add_argument("--tta", action="store_true",
@@ -148,7 +154,8 @@ def _predict(args: argparse.Namespace) -> int:
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
     orientation = None if args.orientation.lower() in ("as_read", "none") else \
         MODEL_ORIENTATION if args.orientation.lower() == MODEL_ORIENTATION else args.orientation.upper()
-    options = {"progress": not args.disable_progress_bar, "orientation": orientation, "restore": args.restore}
+    options = {"progress": not args.disable_progress_bar, "orientation": orientation, "restore": args.restore,
+               "follow_organs": args.follow_organs}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size
     if args.roi_subset:
