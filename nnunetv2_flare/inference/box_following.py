@@ -3,16 +3,18 @@
 Phase 2 can only label what lies in the box Phase 1 found. When the organ labels reach a face of that box (and the
 face is not the scan's edge), the organ probably goes on beyond it: the box is grown on that face by half a patch
 of the organ network, Phase 2 runs on the new slab (with half a patch of the old box as context), and the new labels
-are taken *outside the old box only*, so everything already labelled stays as it was. Each organ then keeps its
-largest component of the merge, as after Phase 2 (a stray piece of an organ in the slab is dropped). Rounds stop when
-no label reaches a face that can grow. Measured on the demo (docs/demo.md): its locator, trained for minutes, misses
-the thoracic ends of the aorta and esophagus in long scans.
+are taken *outside the old box only*, and only where they connect to the same organ in the old box: everything
+already labelled stays as it was, and what the slab finds that does not continue an organ of the box (a stray piece,
+an organ the box did not hold) is dropped. Rounds stop when no label reaches a face that can grow. Measured on the
+demo (docs/demo.md): its locator, trained for minutes, misses the thoracic ends of the aorta and esophagus in long
+scans.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import cc3d
 import numpy as np
 
 from nnunetv2_flare.inference.geometry import Box
@@ -76,3 +78,13 @@ def outside_mask(region: Box, old: Box) -> np.ndarray:
     hi = [min(max(b, r0), r1) for b, r0, r1 in zip(old.stop, region.start, region.stop)]
     mask[relative(Box(tuple(lo), tuple(hi)), region)] = False
     return mask
+
+
+def keep_connected_to(labels: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
+    """`labels` where their component (26-connected, one label value) has a voxel in `region`; elsewhere 0. Every
+    labelled voxel of `region` is kept."""
+    components = cc3d.connected_components(labels, connectivity=26)  # components never mix label values
+    keep = np.zeros(int(components.max()) + 1, dtype=bool)
+    keep[np.unique(components[region])] = True
+    keep[0] = False
+    return np.where(keep[components], labels, 0).astype(labels.dtype, copy=False)

@@ -41,6 +41,7 @@ from nnunetv2_flare.inference.box_following import (
     extension_slabs,
     grow_box,
     half_patch_voxels,
+    keep_connected_to,
     outside_mask,
     relative,
     touched_faces,
@@ -131,6 +132,11 @@ class _Stopwatch:
         self.last = now
 
 
+def _restores_scores(options: dict) -> bool:
+    """Whether the organ model must hand out class scores (restore='linear'), not only labels."""
+    return options.get("restore") == "linear"
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -176,7 +182,7 @@ class FlareCascadePredictor:
                                    threads=n_threads, tta=tta),
                         load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
                                    threads=n_threads, precision=precision, tta=tta,
-                                   class_scores=options.get("restore") == "linear"), **options)
+                                   class_scores=_restores_scores(options)), **options)
         self.folds, self.tta = list(parse_folds(fold)), tta
         set_threads(n_threads)  # after loading: a PyTorch model imports torch
 
@@ -201,7 +207,7 @@ class FlareCascadePredictor:
             set_threads(threads)
         backend = resolve_backend(backend, device)
         organs = load_phase(organ_folder, fold, checkpoint_name, device, backend=backend, threads=threads,
-                            class_scores=options.get("restore") == "linear")
+                            class_scores=_restores_scores(options))
         self = cls.from_phases(None, organs, **options)
         self.backend, self.folds = backend, list(parse_folds(fold))
         return self
@@ -368,7 +374,7 @@ class FlareCascadePredictor:
                 new = outside_mask(slab, box)  # what the box held stays as it was
                 merged[relative(slab, grown)][new] = part[new]
                 n_patches += n
-            labels, box = keep_largest_component_per_label(merged), grown
+            labels, box = keep_connected_to(merged, relative(box, grown)), grown
             watch.lap("follow_organs")
         return labels, box, n_patches
 
