@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import cc3d
 import numpy as np
 
 from nnunetv2_flare.inference.geometry import Box
@@ -79,12 +78,3 @@ def outside_mask(region: Box, old: Box) -> np.ndarray:
     mask[relative(Box(tuple(lo), tuple(hi)), region)] = False
     return mask
 
-
-def keep_connected_to(labels: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
-    """`labels` where their component (26-connected, one label value) has a voxel in `region`; elsewhere 0. Every
-    labelled voxel of `region` is kept."""
-    components = cc3d.connected_components(labels, connectivity=26)  # components never mix label values
-    keep = np.zeros(int(components.max()) + 1, dtype=bool)
-    keep[np.unique(components[region])] = True
-    keep[0] = False
-    return np.where(keep[components], labels, 0).astype(labels.dtype, copy=False)

@@ -41,7 +41,6 @@ from nnunetv2_flare.inference.box_following import (
     extension_slabs,
     grow_box,
     half_patch_voxels,
-    keep_connected_to,
     outside_mask,
     relative,
     touched_faces,
@@ -49,6 +48,7 @@ from nnunetv2_flare.inference.box_following import (
 from nnunetv2_flare.inference.case_outputs import OutputOptions
 from nnunetv2_flare.inference.ensemble import FoldEnsemble, parse_folds
 from nnunetv2_flare.inference.geometry import (
+    SLAB_SLICES,
     Box,
     VoxelGrid,
     box_from_coarse,
@@ -64,6 +64,7 @@ from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
 from nnunetv2_flare.inference.orientation import models_orientation
 from nnunetv2_flare.inference.postprocessing import (
+    keep_connected_to,
     keep_largest_component_per_label,
     remove_small_components,
 )
@@ -299,7 +300,8 @@ class FlareCascadePredictor:
         if self.follow_organs:
             box_labels, box, n_more = self._follow(image, array, box, working_labels, scores, watch)
             n_patches += n_more
-            slabs = ((z, box_labels[z:z + 16]) for z in range(0, box_labels.shape[0], 16))
+            slabs = ((z, box_labels[z:z + SLAB_SLICES])
+                     for z in range(0, box_labels.shape[0], SLAB_SLICES))
         else:
             slabs = self._resized_slabs(working_labels, scores, box.shape)
         labels, counts = self._restore(prepared, slabs, box)

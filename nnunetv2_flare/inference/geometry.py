@@ -14,6 +14,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+# labels are restored to the input grid this many output slices at a time (a full-size copy of a 1500-slice scan's
+# labels would cost GBs)
+SLAB_SLICES = 16
+
 
 @dataclass(frozen=True)
 class VoxelGrid:
@@ -162,8 +166,8 @@ def resize_nearest(labels: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def resize_nearest_slabs(labels: np.ndarray, out_shape: Sequence[int], slices_per_slab: int = 16
-                         ) -> Iterator[tuple[int, np.ndarray]]:
+def resize_nearest_slabs(labels: np.ndarray, out_shape: Sequence[int],
+                         slices_per_slab: int = SLAB_SLICES) -> Iterator[tuple[int, np.ndarray]]:
     """`resize_nearest(labels, out_shape)` a slab of output slices at a time: (first slice, slab) pairs. The
     cascade pastes the slabs straight into the label image, so no full-size label array is built on the way."""
     rows = nearest_indices(labels.shape[0], int(out_shape[0]))
@@ -187,7 +191,7 @@ def _mixed_cells(labels: np.ndarray) -> np.ndarray:
 
 
 def resize_labels_linear_slabs(labels: np.ndarray, scores: np.ndarray, out_shape: Sequence[int],
-                               slices_per_slab: int = 16) -> Iterator[tuple[int, np.ndarray]]:
+                               slices_per_slab: int = SLAB_SLICES) -> Iterator[tuple[int, np.ndarray]]:
     """Like `resize_nearest_slabs`, but each output voxel takes the argmax of the class `scores` (C, *labels.shape)
     interpolated linearly to it, as nnU-Net's export does, among the labels of the voxels it interpolates between.
 

@@ -35,3 +35,11 @@ def keep_largest_component_per_label(labels: np.ndarray) -> np.ndarray:
     return np.where(keep[components], labels, 0).astype(labels.dtype)
 
 
+def keep_connected_to(labels: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
+    """`labels` where their component (26-connected, one label value) has a voxel in `region`; elsewhere 0. Every
+    labelled voxel of `region` is kept."""
+    components = cc3d.connected_components(labels, connectivity=26)  # components never mix label values
+    keep = np.zeros(int(components.max()) + 1, dtype=bool)
+    keep[np.unique(components[region])] = True
+    keep[0] = False
+    return np.where(keep[components], labels, 0).astype(labels.dtype, copy=False)
