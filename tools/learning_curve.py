@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from nnunetv2_flare.evaluation.metrics import dice
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.networks.building_blocks.helpers import init_weights
+from nnunetv2_flare.training.demo_trainers import DEMO_ORGAN_LR
 from nnunetv2_flare.training.lr_schedulers import warmup_cosine_lr
 
 
@@ -205,7 +206,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=6, help="cases held out (the last ones of the folder)")
     parser.add_argument("--patch", type=int, nargs=3, default=(48, 48, 48))
     parser.add_argument("--batch_size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=6e-3)
+    parser.add_argument("--lr", type=float, default=DEMO_ORGAN_LR, help="the demo organ trainer's rate")
     parser.add_argument("--warmup", type=float, default=0.07, help="warm-up as a fraction of the iterations")
     parser.add_argument("--foreground", type=float, default=5 / 6,
                         help="share of patches centred on an organ (the organ trainer's 5/6)")
