@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunetv2_flare.networks.building_blocks.depthwise_conv import DepthwiseConv3d
+
 
 def _conv_bn_relu6(in_channels: int, out_channels: int, kernel_size: tuple[int, int, int], groups: int) -> nn.Sequential:
     padding = tuple(k // 2 for k in kernel_size)
-    return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel_size, padding=padding, groups=groups),
-        nn.BatchNorm3d(out_channels),
-        nn.ReLU6(inplace=True),
-    )
+    return _bn_relu6(nn.Conv3d(in_channels, out_channels, kernel_size, padding=padding, groups=groups))
+
+
+def _bn_relu6(conv: nn.Conv3d) -> nn.Sequential:
+    return nn.Sequential(conv, nn.BatchNorm3d(conv.out_channels), nn.ReLU6(inplace=True))
 
 
 class LACB(nn.Module):
@@ -29,7 +31,7 @@ class LACB(nn.Module):
         assert in_channels % out_channels == 0, \
             f"LACB groups its first conv by out_channels: in ({in_channels}) must be a multiple of out ({out_channels})"
         self.slice_conv = _conv_bn_relu6(in_channels, out_channels, (3, 1, 1), groups=out_channels)
-        self.in_slice = _conv_bn_relu6(out_channels, out_channels, (1, 3, 3), groups=out_channels)
+        self.in_slice = _bn_relu6(DepthwiseConv3d(out_channels, (1, 3, 3)))
         self.gate = _conv_bn_relu6(out_channels, out_channels, (1, 1, 1), groups=out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunetv2_flare.networks.building_blocks.depthwise_conv import DepthwiseConv3d
 from nnunetv2_flare.networks.building_blocks.helpers import DropPath, to_channels_first, to_channels_last
 
 
@@ -29,8 +30,7 @@ class ScaleAwareModulator(nn.Module):
         self.v = nn.Linear(channels, channels)
         self.s = nn.Linear(channels, channels)
         self.local_convs = nn.ModuleList([
-            nn.Conv3d(self.head_channels, self.head_channels, k, padding=k // 2, groups=self.head_channels)
-            for k in kernel_sizes
+            DepthwiseConv3d(self.head_channels, k) for k in kernel_sizes
         ])
         self.mix = nn.Sequential(
             nn.Conv3d(channels, channels * expansion, 1, groups=self.head_channels),
@@ -59,7 +59,7 @@ class MultiHeadSelfAttention(nn.Module):
         assert channels % head_dim == 0, f"MSA needs channels ({channels}) divisible by head_dim ({head_dim})"
         self.num_heads = channels // head_dim
         self.qkv = nn.Linear(channels, channels * 3)
-        self.local_v = nn.Conv3d(channels, channels, 3, padding=1, groups=channels)
+        self.local_v = DepthwiseConv3d(channels, 3)
         self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class DetailFeedForward(nn.Module):
         super().__init__()
         hidden = channels * expansion
         self.fc1 = nn.Linear(channels, hidden)
-        self.dwconv = nn.Conv3d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.dwconv = DepthwiseConv3d(hidden, 3)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, channels)
 
