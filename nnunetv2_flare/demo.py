@@ -63,9 +63,9 @@ _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceba
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
 # seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 199 s for 300,
-# Phase 2 564 s for 1,700 with DepthwiseConv3d's backward, start-up included), for the estimate printed up front
+# Phase 2 731 s for 2,200 with DepthwiseConv3d's backward, start-up included), for the estimate printed up front
 SECONDS_PER_ITERATION = {"locator": 0.66, "organs": 0.33}
-# phantoms, planning, preprocessing, prediction and evaluation (95 s for 158 phantoms in the same run): a fixed part
+# phantoms, planning, preprocessing, prediction and evaluation (95 s for 158 phantoms, 156 s for 308): a fixed part
 # and a part per phantom
 FIXED_SECONDS = 20.0
 SECONDS_PER_PHANTOM = 0.5
@@ -73,12 +73,12 @@ SECONDS_PER_PHANTOM = 0.5
 
 @dataclass
 class DemoSettings:
-    """What the demo makes and trains. The defaults take about 17 minutes on an idle 2-core CPU
+    """What the demo makes and trains. The defaults take about 18 minutes on an idle 2-core CPU
     (`estimated_seconds`)."""
     minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
-    # phantoms are cheap (~0.1 s each, ~0.4 s more to preprocess): more cases instead of augmentation. 300 rather
-    # than 150: held-out mean DSC 0.733 -> 0.743 with the same recipe (docs/demo.md)
+    # phantoms are cheap (~0.1 s each, ~0.3 s more to preprocess): more cases instead of augmentation. 300 with
+    # 2,200 Phase-2 iterations: mean DSC 0.750 on 48 held-out phantoms, 150 with 1,700: 0.738 (docs/demo.md)
     num_training: int = 300
     num_test: int = 8
     shape: str = "small"                  # phantom grid: 128 x 128 in-plane, ~3 mm pixels
@@ -88,7 +88,8 @@ class DemoSettings:
     batch_size: int = 2
     iterations_per_epoch: int = 25
     locator_iterations: int = 300
-    # DepthwiseConv3d's backward made a Phase-2 step 1.4x faster: 2,200 iterations take what 1,700 took before
+    # DepthwiseConv3d's backward made a Phase-2 step 1.4x faster: 2,200 iterations take about what 1,700 took
+    # before (731 s against 704 s)
     organ_iterations: int = 2200
     locator_share: float = 0.15           # with --minutes: Phase 1's share of the training time
     predict_seconds_per_case: float = 12.0  # with --minutes: time kept free after training for prediction

@@ -63,6 +63,17 @@ def test_forward_and_parameters_are_nn_conv3ds():
     assert set(conv.state_dict()) == set(plain.state_dict())
 
 
+def test_half_precision_takes_pytorchs_weight_gradient():
+    torch.manual_seed(0)
+    conv = DepthwiseConv3d(4, FFT_MIN_KERNEL).bfloat16()
+    x = torch.randn(1, 4, 6, 6, 6, dtype=torch.bfloat16)
+    grad_out = torch.randn(1, 4, 6, 6, 6, dtype=torch.bfloat16)
+    ours, theirs = gradients(conv, x, grad_out), gradients(plain_copy(conv).bfloat16(), x, grad_out)
+    assert ours[1].dtype == torch.bfloat16
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05 * b.abs().max().item())
+
+
 def test_even_kernels_are_refused():
     with pytest.raises(AssertionError, match="odd kernel"):
         DepthwiseConv3d(4, (2, 3, 3))

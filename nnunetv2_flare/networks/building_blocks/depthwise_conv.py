@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 # FFT for the weight's gradient when every kernel axis is at least this long
 FFT_MIN_KERNEL = 5
@@ -27,11 +28,13 @@ FFT_MIN_KERNEL = 5
 def _weight_gradient(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor,
                      padding: tuple[int, int, int]) -> torch.Tensor:
     kernel = weight.shape[2:]
-    if min(kernel) >= FFT_MIN_KERNEL:
+    # torch.fft has no bf16 / fp16 kernels on the CPU: those take PyTorch's own backward
+    if min(kernel) >= FFT_MIN_KERNEL and x.dtype in (torch.float32, torch.float64):
         # grad_w[c, k] = sum_b sum_p x_pad[b, c, p + k] * g[b, c, p]: a correlation, a product in Fourier space
         padded = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
         size = padded.shape[2:]
-        spectrum = torch.fft.rfftn(padded, s=size, dim=(2, 3, 4)) * torch.fft.rfftn(grad_out, s=size, dim=(2, 3, 4)).conj()
+        spectrum = (torch.fft.rfftn(padded, s=size, dim=(2, 3, 4))
+                    * torch.fft.rfftn(grad_out, s=size, dim=(2, 3, 4)).conj())
         full = torch.fft.irfftn(spectrum.sum(0), s=size, dim=(1, 2, 3))
         return full[:, :kernel[0], :kernel[1], :kernel[2]].unsqueeze(1).to(weight.dtype)
     channels = weight.shape[0]
@@ -49,6 +52,7 @@ class _DepthwiseConv3dFunction(torch.autograd.Function):
         return F.conv3d(x, weight, bias, padding=padding, groups=weight.shape[0])
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
