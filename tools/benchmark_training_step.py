@@ -47,11 +47,15 @@ def with_plain_convs(network: nn.Module) -> nn.Module:
     return plain
 
 
+def loss_of(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the deep-supervision outputs, each against the target at its own size."""
+    return sum(F.cross_entropy(o, F.interpolate(target[:, None].float(), size=o.shape[2:]).long()[:, 0])
+               for o in network(x))
+
+
 def step(network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor) -> float:
     t = time.perf_counter()
-    outputs = network(x)
-    loss = sum(F.cross_entropy(o, F.interpolate(target[:, None].float(), size=o.shape[2:]).long()[:, 0])
-               for o in outputs)
+    loss = loss_of(network, x, target)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -84,11 +88,9 @@ def main() -> None:
     optimizers = {n: torch.optim.AdamW(net.parameters(), 1e-3) for n, net in (("ours", ours), ("theirs", theirs))}
 
     # one step each from the same weights: the gradients must agree before timing means anything
-    for net, name in ((ours, "ours"), (theirs, "theirs")):
+    for net in (ours, theirs):
         net.zero_grad()
-        outputs = net(x)
-        sum(F.cross_entropy(o, F.interpolate(target[:, None].float(), size=o.shape[2:]).long()[:, 0])
-            for o in outputs).backward()
+        loss_of(net, x, target).backward()
     difference = gradient_difference(ours, theirs)
 
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
