@@ -265,6 +265,46 @@ def test_ensemble_scores_are_one_members_logits_or_the_mean_probability() -> Non
     np.testing.assert_array_equal(FoldEnsemble([Fixed(a)])(x), argmax_labels(a))
 
 
+class _Logits:
+    """A LogitsModel made of a function of the input volume (1, 1, *shape) -> (*shape): two classes, f and -f."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def logits(self, x, grid=None) -> np.ndarray:
+        value = self.function(x[0, 0]).astype(np.float32)
+        return np.stack([value, -value])
+
+
+def test_shifted_input_comes_back_in_place() -> None:
+    """A model that works voxel by voxel gives the same logits shifted or not, but for the repeated last voxels."""
+    from nnunetv2_flare.inference.ensemble import PHASE_SHIFTS, Shifted
+
+    x = np.random.default_rng(0).normal(size=(1, 1, 6, 7, 8)).astype(np.float32)
+    pointwise = _Logits(lambda v: v * v)
+    assert len(set(PHASE_SHIFTS)) == 8 and (0, 0, 0) in PHASE_SHIFTS
+    for shift in PHASE_SHIFTS:
+        out = Shifted(pointwise, shift).logits(x)
+        assert out.shape == (2, 6, 7, 8)
+        kept = tuple(slice(0, n - s) for n, s in zip(x.shape[2:], shift))
+        np.testing.assert_array_equal(out[(slice(None), *kept)], pointwise.logits(x)[(slice(None), *kept)])
+
+
+def test_shifts_show_a_stride_2_model_its_other_sampling_phase() -> None:
+    """A model that reads every other voxel along z (as a stride-2 stem does) and repeats it: shifted by one, it reads
+    the odd voxels; the two phases averaged follow the input more closely than either."""
+    from nnunetv2_flare.inference.ensemble import Shifted
+
+    ramp = np.broadcast_to(np.arange(8, dtype=np.float32)[:, None, None], (8, 2, 2))[None, None]
+    every_other = _Logits(lambda v: np.repeat(v[::2], 2, axis=0))
+    even = every_other.logits(ramp)[0, :, 0, 0]
+    odd = Shifted(every_other, (1, 0, 0)).logits(ramp)[0, :, 0, 0]
+    np.testing.assert_array_equal(even, [0, 0, 2, 2, 4, 4, 6, 6])
+    np.testing.assert_array_equal(odd, [0, 1, 1, 3, 3, 5, 5, 5])
+    truth = np.arange(8)
+    assert np.abs((even + odd) / 2 - truth)[:7].max() == 0.5 < np.abs(even - truth).max()
+
+
 def test_a_tile_of_the_wrong_shape_is_refused() -> None:
     from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores
 

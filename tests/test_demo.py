@@ -79,6 +79,7 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
     assert sitk.GetArrayViewFromImage(prediction).max() <= 13
     predict_settings = json.loads((out / "prediction_report.json").read_text())["settings"]
     assert predict_settings["restore"] == "linear" and predict_settings["follow_organs"] == FOLLOW_ORGANS_ROUNDS
+    assert predict_settings["shift_tta"] is True and predict_settings["tta"] is False
     # 6 evaluation summary with all 13 organs; the demo summary with timings of every stage
     summary = json.loads((out / "summary_flare.json").read_text())
     assert set(summary["per_organ"]["DSC"]) == set(FLARE_ORGANS.values())

@@ -179,7 +179,7 @@ def test_openvino_ensemble_of_logits_graphs_agrees_with_torch(models, tmp_path):
 def test_step_size_overlaps_tiles_and_tta_flags(models, tmp_path, capsys):
     image = str(real_data("totalsegmentator/example_ct_sm.nii.gz"))
     runs = {"default": [], "step_1": ["-step_size", "1"], "step_half": ["-step_size", "0.5", "--disable_tta"],
-            "tta": ["--tta"]}
+            "tta": ["--tta"], "shift_tta": ["--shift_tta"]}
     labels, reports = {}, {}
     for name, extra in runs.items():
         report = tmp_path / f"{name}.json"
@@ -193,9 +193,12 @@ def test_step_size_overlaps_tiles_and_tta_flags(models, tmp_path, capsys):
     assert reports["step_half"]["settings"]["tile_min_overlap"] == 0.5
     assert reports["tta"]["settings"]["tta"] is True and reports["default"]["settings"]["tta"] is False
     assert (labels["tta"] != labels["default"]).any()  # 8 mirrored passes averaged: another answer
+    assert reports["shift_tta"]["settings"]["shift_tta"] is True and reports["default"]["settings"]["shift_tta"] is False
+    assert reports["shift_tta"]["settings"]["tta"] is False
+    assert (labels["shift_tta"] != labels["default"]).any()  # 8 shifted passes averaged: another answer
     help_text = build_parser().format_help()
     assert "already off" in help_text and "-step_size" in help_text
-    for bad in (["-step_size", "0"], ["--tta", "--disable_tta"]):
+    for bad in (["-step_size", "0"], ["--tta", "--disable_tta"], ["--shift_tta", "--disable_tta"]):
         assert main(["-i", image, "-o", str(tmp_path / "bad"), *model_args(models), *bad, *QUIET]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
 

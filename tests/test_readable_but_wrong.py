@@ -124,8 +124,8 @@ def test_an_unreadable_earlier_report_is_replaced_with_a_warning(tmp_path, capsy
 # ------------------------------------------------------------------------------------------------ argument fuzz
 FLAGS = ["-i", "-o", "-d", "-f", "-m1", "-m2", "-tr", "-c", "-p", "-chk", "-device", "--backend", "--precision",
          "--threads", "--overwrite", "--continue_prediction", "--report", "--margin_mm", "--orientation",
-         "-step_size", "--restore", "--follow_organs", "--disable_tta", "--tta", "-num_parts", "-part_id",
-         "--roi_subset", "--split_masks", "--statistics", "--preview", "--color_table", "--output_type",
+         "-step_size", "--restore", "--follow_organs", "--disable_tta", "--tta", "--shift_tta", "-num_parts",
+         "-part_id", "--roi_subset", "--split_masks", "--statistics", "--preview", "--color_table", "--output_type",
          "--disable_progress_bar", "-h", "--nope"]
 VALUES = ["x", "220", "Dataset220_FLARE", "abc", "0", "-1", "1", "3", "0.5", "1.5", "nan", "inf", "-inf", "LPS",
           "RAS", "XYZ", "as_read", "openvino", "bf16", "dicom_seg", "all", "", " ", "liver", "r.json", "/", "-",

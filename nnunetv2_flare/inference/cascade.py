@@ -169,22 +169,26 @@ class FlareCascadePredictor:
     def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike,
                  fold: str | int | Sequence[str | int] = "all",
                  checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
-                 backend: str = "auto", precision: str = "fp32", tta: bool = False, **options) -> None:
+                 backend: str = "auto", precision: str = "fp32", tta: bool = False, shift_tta: bool = False,
+                 **options) -> None:
         """`backend` runs both networks: 'torch', 'openvino' (CPU, optional extra), or 'auto' (OpenVINO when
         installed and the device is the CPU). `precision`: 'fp32' or 'bf16' (opt-in: OpenVINO on a CPU with native
         bf16; see the README's accuracy check; the locator stays fp32). With OpenVINO and both models converted (cached
         at first use) torch is never imported. `fold`: 'all', one fold, or several (both phases then average the
         folds' class probabilities per tile, ensemble.py). `tta`: nnU-Net's mirroring (8 passes per tile and fold,
-        averaged the same way); off by default, as the paper's method runs without it."""
+        averaged the same way); off by default, as the paper's method runs without it. `shift_tta`: the organ network
+        also sees every tile shifted by one voxel along each combination of axes (8 passes per tile, fold and mirror,
+        averaged the same way): its stride-2 stem samples every other voxel, and the 8 shifts are its 8 sampling
+        phases (docs/prediction.md); off by default."""
         n_threads = int(threads) if threads else available_cores()
         self.backend = resolve_backend(backend, device)
         check_precision(precision, self.backend)
         self._configure(load_phase(locator_folder, fold, checkpoint_name, device, backend=self.backend,
                                    threads=n_threads, tta=tta),
                         load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
-                                   threads=n_threads, precision=precision, tta=tta,
+                                   threads=n_threads, precision=precision, tta=tta, shift_tta=shift_tta,
                                    class_scores=_restores_scores(options)), **options)
-        self.folds, self.tta = list(parse_folds(fold)), tta
+        self.folds, self.tta, self.shift_tta = list(parse_folds(fold)), tta, shift_tta
         set_threads(n_threads)  # after loading: a PyTorch model imports torch
 
     @classmethod
@@ -192,7 +196,7 @@ class FlareCascadePredictor:
                     **options) -> "FlareCascadePredictor":
         self = cls.__new__(cls)
         self.backend = "injected"
-        self.folds, self.tta = [], False
+        self.folds, self.tta, self.shift_tta = [], False, False
         if threads:
             set_threads(threads)
         self._configure(locator, organs, **options)
@@ -455,6 +459,7 @@ class FlareCascadePredictor:
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
                 "orientation": self.orientation or "as read", "folds": self.folds, "tta": self.tta,
+                "shift_tta": self.shift_tta,
                 "restore": self.restore, "follow_organs": self.follow_organs,
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
                 "roi_subset": [self.model_label_names[i] for i in self.roi_subset] if self.roi_subset else None,

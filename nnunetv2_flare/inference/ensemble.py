@@ -1,5 +1,8 @@
 """Fold ensembles (nnU-Net's `-f 0 1 2 3 4`): each tile's class probabilities averaged over the folds, argmax after.
 
+Test-time augmentation enters the same way: each member seen mirrored (`Mirrored`, nnU-Net's TTA) or shifted by one
+voxel (`Shifted`, the organ network's sampling phases) is one more member.
+
 A single fold keeps the labels-out contract (SegmentationModel), with OpenVINO's argmax inside the graph; an
 ensemble needs each member's logits instead (LogitsModel), turns them into probabilities (softmax over classes) and
 averages them per tile, so the sliding window and everything after it are unchanged: the ensemble is itself a
@@ -47,6 +50,30 @@ class Mirrored:
             return self.member.logits(x, grid)
         flipped = self.member.logits(np.flip(x, tuple(a + 2 for a in self.axes)), grid)
         return np.flip(flipped, tuple(a + 1 for a in self.axes))
+
+
+# the 8 sampling phases of a stride-2 first layer: no shift, or one voxel along each combination of spatial axes
+PHASE_SHIFTS: tuple[tuple[int, int, int], ...] = tuple(itertools.product((0, 1), repeat=3))
+
+
+class Shifted:
+    """A LogitsModel that sees its input moved by `shift` voxels (per spatial axis, array order; the first voxels
+    repeated) and moves its logits back (the last voxels repeated). With a stride-2 stem, as FlareOrganNet's, the
+    logits depend on which voxels the stem samples: shifts of one voxel show the network the other sampling phases.
+    `grid` is passed on unchanged (networks ignore it)."""
+
+    def __init__(self, member: LogitsModel, shift: Sequence[int]) -> None:
+        self.member, self.shift = member, tuple(int(s) for s in shift)
+
+    def logits(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
+        if not any(self.shift):
+            return self.member.logits(x, grid)
+        spatial = x.shape[2:]
+        moved = np.pad(x, [(0, 0), (0, 0), *((s, 0) for s in self.shift)], mode="edge")
+        moved = moved[(slice(None), slice(None), *(slice(0, n) for n in spatial))]
+        logits = np.asarray(self.member.logits(np.ascontiguousarray(moved), grid))
+        back = np.pad(logits, [(0, 0), *((0, s) for s in self.shift)], mode="edge")
+        return back[(slice(None), *(slice(s, s + n) for s, n in zip(self.shift, spatial)))]
 
 
 def parse_folds(folds: str | int | Sequence[str | int]) -> tuple[str | int, ...]:

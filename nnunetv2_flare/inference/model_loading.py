@@ -139,14 +139,23 @@ def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str
 def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str | int] = "all",
                checkpoint_name: str = names.CHECKPOINT, device: str | torch.device = "cpu",
                configuration: str | None = None, backend: str = "torch", threads: int | None = None,
-               precision: str = "fp32", tta: bool = False, class_scores: bool = False) -> Phase:
+               precision: str = "fp32", tta: bool = False, shift_tta: bool = False,
+               class_scores: bool = False) -> Phase:
     """`backend`: 'torch' (eager fp32) or 'openvino' (CPU; the converted model is cached, see backends/openvino.py),
     where `precision` is 'fp32' or 'bf16' (checked by backends.check_precision). `fold`: one fold ('all',
     3) or several (an ensemble averaging their probabilities per tile, ensemble.py). `tta`: each fold also sees
-    the 7 mirrored copies of every tile (nnU-Net's mirroring), averaged in the same ensemble. `class_scores`: the
+    the 7 mirrored copies of every tile (nnU-Net's mirroring), averaged in the same ensemble; `shift_tta`: the 7
+    copies shifted by one voxel along each combination of axes (ensemble.Shifted), likewise. `class_scores`: the
     model also gives the class scores its labels come from (the cascade's restore='linear'); OpenVINO then leaves
     the argmax out of its graph."""
-    from nnunetv2_flare.inference.ensemble import MIRROR_AXES, FoldEnsemble, Mirrored, parse_folds
+    from nnunetv2_flare.inference.ensemble import (
+        MIRROR_AXES,
+        PHASE_SHIFTS,
+        FoldEnsemble,
+        Mirrored,
+        Shifted,
+        parse_folds,
+    )
 
     folder = Path(model_folder)
     folds = parse_folds(fold)
@@ -168,7 +177,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
     transpose = plans.get("transpose_forward", [0, 1, 2])
     patch_size = [int(p) for p in config["patch_size"]]
     # one pass: labels straight out (OpenVINO's in-graph argmax)
-    labels_out = len(folds) == 1 and not tta and not class_scores
+    labels_out = len(folds) == 1 and not tta and not shift_tta and not class_scores
 
     def fold_model(checkpoint_file: Path):
         def network() -> nn.Module:
@@ -183,6 +192,8 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
     members = [fold_model(c) for c in checkpoint_files]
     if tta:
         members = [Mirrored(m, axes) for m in members for axes in MIRROR_AXES]
+    if shift_tta:
+        members = [Shifted(m, shift) for m in members for shift in PHASE_SHIFTS]
     return Phase(model=members[0] if labels_out else FoldEnsemble(members),
                  normalization=CTNormalization.from_intensity_properties(
                      plans["foreground_intensity_properties_per_channel"]["0"]),

@@ -33,8 +33,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     if args.overwrite and args.continue_prediction:
         raise UsageError("--overwrite and --continue_prediction contradict each other; pick one.")
-    if args.tta and args.disable_tta:
-        raise UsageError("--tta and --disable_tta contradict each other; pick one.")
+    for augmentation in ("tta", "shift_tta"):
+        if getattr(args, augmentation) and args.disable_tta:
+            raise UsageError(f"--{augmentation} and --disable_tta contradict each other; pick one.")
     if args.statistics and not args.report:
         raise UsageError("--statistics goes into the JSON report: add --report report.json.")
     if args.step_size is not None and not 0 < args.step_size <= 1:

@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="opt in to nnU-Net's mirroring TTA (8 passes per tile and fold, probabilities averaged; "
                         "~8x slower)")
+    p.add_argument("--shift_tta", action="store_true",
+                   help="opt in to averaging the organ network over its 8 sampling phases: every tile also shifted "
+                        "by one voxel along each combination of axes (8 passes per tile, probabilities averaged; "
+                        "~8x the organ network's time). Its stride-2 stem reads every other voxel; see "
+                        "docs/prediction.md")
     p.add_argument("-num_parts", type=int, default=1,
                    help="split the cases into this many parts, one per job (nnU-Net's rule: sorted names, every "
                         "num_parts-th case); default 1")
@@ -174,7 +179,8 @@ def _predict(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():
             predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
                                               device=args.device, threads=args.threads, backend=args.backend,
-                                              precision=args.precision, tta=args.tta, **options)
+                                              precision=args.precision, tta=args.tta,
+                                              shift_tta=args.shift_tta, **options)
             # folders only now: a refused command (bad models, folds, device) leaves nothing behind
             prepare_output_folder(output_folder_of(args.o))
             if args.report:
