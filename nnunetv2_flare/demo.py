@@ -62,18 +62,18 @@ PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantom
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
-# seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 199 s for 300,
-# Phase 2 731 s for 2,200 with DepthwiseConv3d's backward, start-up included), for the estimate printed up front
+# seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 200 s for 300,
+# Phase 2 717 s for 2,200 with DepthwiseConv3d's backward, start-up included), for the estimate printed up front
 SECONDS_PER_ITERATION = {"locator": 0.66, "organs": 0.33}
-# phantoms, planning, preprocessing, prediction and evaluation (95 s for 158 phantoms, 156 s for 308): a fixed part
-# and a part per phantom
-FIXED_SECONDS = 20.0
+# phantoms, planning, preprocessing, prediction and evaluation (95 s for 158 phantoms; 196 s for 308 with the 3.5 mm
+# grid and --shift_tta, prediction 37 s of it): a fixed part and a part per phantom
+FIXED_SECONDS = 42.0
 SECONDS_PER_PHANTOM = 0.5
 
 
 @dataclass
 class DemoSettings:
-    """What the demo makes and trains. The defaults take about 18 minutes on an idle 2-core CPU
+    """What the demo makes and trains. The defaults take about 19 minutes on an idle 2-core CPU
     (`estimated_seconds`)."""
     minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
