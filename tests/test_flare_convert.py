@@ -3,11 +3,9 @@ changed, interrupted conversions resumed, and each kind of bad input refused in 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +27,7 @@ from nnunetv2_flare.conversion.cli import main
 from nnunetv2_flare.conversion.convert import REPORT, TRUSTED_CASES, convert_flare_release
 from nnunetv2_flare.conversion.layouts import LABELLED, PSEUDO, VALIDATION, LayoutError, recognise_layout
 from nnunetv2_flare.labels import dataset_json_labels
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tool_modules import load_tool
 
 
 def write(path: Path, value: int = 1, shape: tuple[int, int, int] = (3, 4, 5), spacing=(1.0, 1.0, 2.0)) -> Path:

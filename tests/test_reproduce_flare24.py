@@ -15,6 +15,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from tool_modules import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 2
 DATASET = "Dataset950_FLARE24"
@@ -110,3 +112,20 @@ def test_each_step_hands_the_next_what_it_needs(recipe):
     # evaluate: FLARE's DSC / NSD of both cases
     evaluation = json.loads((out / "evaluation" / "summary_flare.json").read_text())
     assert len(evaluation["per_case"]) == 2 and 0 <= evaluation["mean_DSC"] <= 1
+
+
+def test_the_full_recipe_is_the_papers(tmp_path, monkeypatch):
+    """--size full: the paper's trainers and configurations, 4 rounds, training and relabelling on the GPU, the
+    validation predicted on the CPU; nothing of the miniature's."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(name, raising=False)
+    recipe = load_tool("reproduce_flare24").build_recipe("full", tmp_path, tmp_path / "FLARE-Task2-LaptopSeg", 220, "cuda")
+    commands = {step.name: " ".join(step.command) for step in recipe.steps}
+    assert [n for n in commands if "finetune" in n] == [f"5.{k}d_finetune_round{k}" for k in range(1, 5)]
+    assert "_demo" not in " ".join(commands.values()) and not any(s.action for s in recipe.steps)
+    assert commands["3_train_phase1"].endswith("220 flare_locator all -tr nnUNetTrainerFlareLocator -p FlarePlans "
+                                               "-device cuda")
+    assert "220 flare_organs all -tr nnUNetTrainerFlareOrgans -p FlarePlans -device cuda" in commands["4_train_phase2"]
+    assert "-device cuda" in commands["5.1c_pseudolabel_round1"]
+    assert "-device" not in commands["6_predict_validation"] and "--backend" not in commands["6_predict_validation"]
+    assert recipe.env["nnUNet_raw"] == str(tmp_path / "nnUNet_raw")

@@ -162,9 +162,8 @@ def shown(command: list[str]) -> str:
 
 
 def run_recipe(recipe: Recipe, output: Path, start_at: str | None = None, echo: bool = False) -> dict:
+    """Run the steps from `start_at` (a step name; default: the first) on; returns the summary it writes."""
     names = [s.name for s in recipe.steps]
-    if start_at is not None and start_at not in names:
-        raise SystemExit(f"reproduce_flare24.py: --from {start_at}: no such step; the steps: {', '.join(names)}")
     steps = recipe.steps[names.index(start_at):] if start_at else recipe.steps
     output.mkdir(parents=True, exist_ok=True)
     logs = output / "logs"
@@ -219,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.o).resolve()
     recipe = build_recipe(args.size, output, Path(args.i).resolve() if args.i else None,
                           args.d or (950 if args.size == "miniature" else 220), args.device, args.rounds)
+    names = [s.name for s in recipe.steps]
+    if args.start_at is not None and args.start_at not in names:
+        p.error(f"--from {args.start_at}: no such step; the steps: {', '.join(names)}")
     try:
         run_recipe(recipe, output, args.start_at, args.verbose)
     except StageFailed as e:
