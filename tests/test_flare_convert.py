@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,7 @@ def test_an_interrupted_conversion_resumes_where_it_stopped(tmp_path, capsys, mo
     release = flare24_tree(tmp_path / "release")
     real_copy, copies = shutil.copyfile, []
 
-    def interrupted_copy(src, dst):
+    def interrupted_copy(src, dst):  # Ctrl-C from the fifth file on
         if len(copies) == 4:
             raise KeyboardInterrupt
         copies.append(dst)
@@ -198,11 +199,36 @@ def test_an_interrupted_conversion_resumes_where_it_stopped(tmp_path, capsys, mo
     assert not (ds / "dataset.json").exists()
     assert json.loads((ds / REPORT).read_text())["state"] == "converting"
     assert not [p for p in ds.rglob(".tmp-*")]  # no half-written file left
+    assert len(list(ds.glob("*s*/*.nii.gz"))) == 4  # the files copied before it, each complete
     monkeypatch.setattr(convert_module.shutil, "copyfile", real_copy)
     code, out, err = run_cli(capsys, *args)
     assert code == EXIT_OK, err
     assert "8 files written, 4 already in place" in out  # 12 files: the 4 copied before the interruption kept
     assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 5
+
+
+def test_ctrl_c_cancels_the_files_not_started(tmp_path, capsys, monkeypatch):
+    """Ctrl-C reaches the main thread while the copying threads work: the files being copied are finished, the rest
+    are not started."""
+    release = flare24_tree(tmp_path / "release")
+    real_copy, real_tqdm = shutil.copyfile, convert_module.tqdm
+
+    def slow_copy(src, dst):
+        time.sleep(0.2)
+        return real_copy(src, dst)
+
+    def interrupted_after_one(iterable, **kwargs):
+        for i, item in enumerate(real_tqdm(iterable, **kwargs)):
+            if i == 1 and kwargs.get("desc") == "copying":
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(convert_module.shutil, "copyfile", slow_copy)
+    monkeypatch.setattr(convert_module, "tqdm", interrupted_after_one)
+    code, _, _ = run_cli(capsys, "-i", str(release), "-d", "224", "-o", str(tmp_path / "raw"), "-np", "1")
+    assert code == 130
+    written = list((tmp_path / "raw" / "Dataset224_FLARE24").glob("*s*/*"))
+    assert 0 < len(written) <= 6 and not [p for p in written if p.name.startswith(".tmp-")]  # of 12 files
 
 
 def test_a_label_on_another_grid_is_left_out_and_listed(tmp_path, capsys):

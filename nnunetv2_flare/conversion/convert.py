@@ -20,7 +20,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -38,6 +38,7 @@ from nnunetv2_flare.conversion.layouts import LABELLED, LayoutError, ReleaseLayo
 from nnunetv2_flare.inference.image_io import CHANNEL_SUFFIX
 from nnunetv2_flare.labels import flare_dataset_json
 
+T, R = TypeVar("T"), TypeVar("R")
 REPORT = "flare_conversion.json"
 TRUSTED_CASES = "trusted_cases.txt"
 CONVERTING, COMPLETE = "converting", "complete"
@@ -107,6 +108,19 @@ class ConversionResult:
     complete: bool = False
 
 
+def threaded(function: Callable[[T], R], items: Sequence[T], num_threads: int, desc: str,
+             progress: bool) -> Iterator[R]:
+    """`function` over `items` on `num_threads` threads, results in order, with a progress bar. On an exception
+    (Ctrl-C included) the items not started are cancelled: only the files being written are finished."""
+    pool = ThreadPoolExecutor(max(1, num_threads))
+    try:
+        yield from tqdm(pool.map(function, items), total=len(items), desc=desc, disable=not progress)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
 def _grid(path: Path) -> tuple:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -157,9 +171,7 @@ def plan_conversion(layout: ReleaseLayout, num_threads: int = 4, progress: bool 
                               f"the {c.set_name} set ({c.image}); the dataset can hold it once")
         seen[c.case] = c
     pairs = [c for c in plan.cases if c.label is not None]
-    with ThreadPoolExecutor(max(1, num_threads)) as pool:
-        checks = list(tqdm(pool.map(lambda c: grid_problem(c.image, c.label), pairs), total=len(pairs),
-                           desc="checking grids", disable=not progress))
+    checks = list(threaded(lambda c: grid_problem(c.image, c.label), pairs, num_threads, "checking grids", progress))
     bad = set()
     for c, (problem, warning) in zip(pairs, checks):
         if problem:
@@ -296,13 +308,12 @@ def convert_flare_release(source: str | os.PathLike, dataset_id: int, output_fol
             return case, written, kept, f"{type(e).__name__}: {e}"
         return case, written, kept, None
 
-    with ThreadPoolExecutor(max(1, num_threads)) as pool:
-        for case, written, kept, error in tqdm(pool.map(place, plan.cases), total=len(plan.cases),
-                                               desc="linking" if link else "copying", disable=not progress):
-            result.written += written
-            result.kept += kept
-            if error:
-                result.failed[case.case] = error
+    for case, written, kept, error in threaded(place, plan.cases, num_threads, "linking" if link else "copying",
+                                               progress):
+        result.written += written
+        result.kept += kept
+        if error:
+            result.failed[case.case] = error
     if result.failed:
         return result
     if plan.trusted_cases:
