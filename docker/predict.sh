@@ -1,6 +1,6 @@
 #!/bin/sh
 # The entry script of FLARE's laptop evaluation. The organisers run the image one case at a time as
-#   docker container run -m 8G --name TEAM --rm -v $PWD/inputs/:/workspace/inputs/ \
+#   docker container run --name TEAM --rm -v $PWD/inputs/:/workspace/inputs/ \
 #       -v $PWD/TEAM_outputs/:/workspace/outputs/ TEAM:latest /bin/bash -c "sh predict.sh"
 # and score every <case>.nii.gz in outputs against the reference of <case>_0000.nii.gz in inputs
 # (docs/reproduce-flare24.md says where these conventions come from).
