@@ -242,6 +242,16 @@ def test_a_label_on_another_grid_is_left_out_and_listed(tmp_path, capsys):
     assert not (ds / "imagesTr" / "Case_00002_0000.nii.gz").exists()
 
 
+def test_an_unreadable_label_is_left_out_and_listed(tmp_path, capsys):
+    release = flare24_tree(tmp_path / "release")
+    (release / "train_gt_label" / "labelsTr" / "FLARE22_Tr_0001.nii.gz").write_bytes(b"not a NIfTI file")
+    code, out, err = run_cli(capsys, "-i", str(release), "-d", "225", "-o", str(tmp_path / "raw"))
+    assert code == EXIT_FAILED_CASES and "Traceback" not in err
+    assert "FLARE22_Tr_0001_0000.nii.gz: image or label unreadable" in out
+    ds = tmp_path / "raw" / "Dataset225_FLARE24"
+    assert (ds / TRUSTED_CASES).read_text().split() == ["FLARE22_Tr_0002"]
+
+
 # --- refusals: one line, exit 2, nothing written --------------------------------------------------------------------
 
 def refused(capsys, tmp_path: Path, *args: str) -> str:

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.conversion.case_matching import MATCH_RULES
-from nnunetv2_flare.conversion.convert import GRID_MISMATCH, REPORT, ConversionResult, convert_flare_release
+from nnunetv2_flare.conversion.convert import DEFECTS, REPORT, ConversionResult, convert_flare_release
 from nnunetv2_flare.conversion.layouts import (
     DEFAULT_FLARE24_PSEUDO_LABELS,
     FLARE24_PSEUDO_LABELS,
@@ -88,7 +88,7 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"-> {where} ({result.written} files written, {result.kept} already in place); report: "
           f"{result.folder / REPORT}")
     print(f"next: nnUNetv2_flare_plan_and_preprocess -d {args.d}")
-    defective = [e for e in plan.left_out if e["reason"].startswith(GRID_MISMATCH)]
+    defective = [e for e in plan.left_out if e["reason"].startswith(DEFECTS)]
     return 1 if defective else 0
 
 

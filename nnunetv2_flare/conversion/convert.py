@@ -43,6 +43,8 @@ REPORT = "flare_conversion.json"
 TRUSTED_CASES = "trusted_cases.txt"
 CONVERTING, COMPLETE = "converting", "complete"
 GRID_MISMATCH = "label grid differs from the image's"
+UNREADABLE = "image or label unreadable"
+DEFECTS = (GRID_MISMATCH, UNREADABLE)  # reasons a case is left out that make the command exit 1
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,13 @@ def _grid(path: Path) -> tuple:
 
 
 def grid_problem(image: Path, label: Path) -> tuple[str | None, str | None]:
-    """(why the label cannot train with the image, a warning): nnU-Net refuses a size or spacing mismatch and only
-    warns about origin and direction (verify_dataset_integrity); so does this check."""
-    (size, spacing, origin, direction), (lsize, lspacing, lorigin, ldirection) = _grid(image), _grid(label)
+    """(why the label cannot train with the image, a warning), from the headers: nnU-Net refuses a size or spacing
+    mismatch and only warns about origin and direction (verify_dataset_integrity); so does this check. A file ITK
+    cannot read is a reason too."""
+    try:
+        (size, spacing, origin, direction), (lsize, lspacing, lorigin, ldirection) = _grid(image), _grid(label)
+    except RuntimeError as e:  # ITK's error for a file it cannot read
+        return f"{UNREADABLE}: {' '.join(str(e).split())[-160:]}", None
     if size != lsize or not np.allclose(spacing, lspacing):
         return (f"{GRID_MISMATCH}: image {size} voxels of {tuple(round(s, 4) for s in spacing)} mm, label {lsize} "
                 f"of {tuple(round(s, 4) for s in lspacing)} mm"), None
