@@ -17,6 +17,7 @@ from nnunetv2_flare.names import (
     ORGAN_TRAINER,
     PLANS,
     RESTORE_MODES,
+    WINDOW_MODES,
 )
 
 PROG = "nnUNetv2_flare_predict"
@@ -73,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile step as a fraction of the patch, 0 < S <= 1 (nnU-Net's -step_size; nnU-Net uses 0.5): "
                         "smaller means more overlap and more tiles, each voxel labelled by the tile whose centre is "
                         "nearest. Default: the fewest tiles that cover the crop (the paper's setting)")
+    p.add_argument("--window", default=WINDOW_MODES[0], choices=list(WINDOW_MODES),
+                   help="the organ network's windows: 'tiles' of its training patch (the paper's 96^3 sliding "
+                        "window), 'fitted' to the crop (one window over the whole crop where it fits the window "
+                        "range the model was trained on, else the fewest near-equal windows: fewer voxels "
+                        "computed), or 'auto' (default): fitted for models trained for any window "
+                        "(nnUNetTrainerFlareOrgansAnyWindow, recorded in the checkpoint), tiles otherwise")
     p.add_argument("--restore", default=RESTORE_MODES[0], choices=list(RESTORE_MODES),
                    help="how the organ labels return from the network's spacing to the scan's grid: 'nearest' "
                         "(the labels, the paper's way; default, fastest) or 'linear' (the class scores interpolated "
@@ -160,7 +167,7 @@ def _predict(args: argparse.Namespace) -> int:
     orientation = None if args.orientation.lower() in ("as_read", "none") else \
         MODEL_ORIENTATION if args.orientation.lower() == MODEL_ORIENTATION else args.orientation.upper()
     options = {"progress": not args.disable_progress_bar, "orientation": orientation, "restore": args.restore,
-               "follow_organs": args.follow_organs}
+               "follow_organs": args.follow_organs, "window": args.window}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size
     if args.roi_subset:
