@@ -19,6 +19,7 @@ import numpy as np
 from nnunetv2_flare import names
 from nnunetv2_flare.inference.backends import SegmentationModel
 from nnunetv2_flare.inference.backends.torch import NetworkModel, checkpoint_configuration, load_network
+from nnunetv2_flare.inference.request_record import model_digest
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +58,8 @@ class Phase:
     source: str = "injected"
     label_names: dict[int, str] | None = None  # from the model's dataset.json; None: the FLARE organs
     orientation: str | None = None  # the voxel orientation it was trained in; None: not fixed by its plans
+    reader: str | None = None  # the plans' image_reader_writer (nifti_transforms.py); None: SimpleITK's reading
+    identity: str = "injected"  # digest of its plans, dataset.json and checkpoints (request_record.model_digest)
 
 
 # nnU-Net reader / writer -> the orientation its arrays are in (readers not listed give arrays as stored)
@@ -200,7 +203,8 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
                  patch_size=_to_array_order(patch_size, transpose),
                  spacing=_to_array_order([float(s) for s in config["spacing"]], transpose),
                  num_classes=num_classes, source=", ".join(map(str, checkpoint_files)),
-                 label_names=label_names(dataset_json), orientation=training_orientation(plans))
+                 label_names=label_names(dataset_json), orientation=training_orientation(plans),
+                 reader=plans.get("image_reader_writer"), identity=model_digest(folder, checkpoint_files))
 
 
 def resolve_model_folders(dataset: str | int, locator_trainer: str = names.LOCATOR_TRAINER,

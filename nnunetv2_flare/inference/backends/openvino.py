@@ -9,7 +9,6 @@ checkpoint or a new OpenVINO never reuses a stale model. Files are written under
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import numpy as np
 
 from nnunetv2_flare.inference.backends.base import tensor_axes
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.request_record import file_digest
 from nnunetv2_flare.names import CACHE_ENV
 
 if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached model runs without it
@@ -28,14 +28,6 @@ if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached mo
 
 OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
 GRAPH_VERSION = 4  # bump when networks/inference_graph.py changes what it computes or how it is laid out
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def cache_folders(checkpoint_file: Path) -> list[Path]:
@@ -76,7 +68,7 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
     that returns logits (fold ensembles), cached under its own name."""
     import openvino as ov
 
-    key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file), "x".join(map(str, input_shape[2:])),
+    key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file)[:16], "x".join(map(str, input_shape[2:])),
                     f"g{GRAPH_VERSION}", "ov" + ov.get_version().split("-")[0]] + ([] if labels else ["logits"]))
     folders = cache_folders(checkpoint_file)
     for folder in folders:
