@@ -62,6 +62,7 @@ from nnunetv2_flare.inference.geometry import (
 from nnunetv2_flare.inference.image_io import read_image
 from nnunetv2_flare.inference.input_checks import PreparedInput, prepare_input
 from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_phase
+from nnunetv2_flare.inference.nifti_transforms import NIBABEL_READERS, NiftiTransforms, take_models_transform
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
 from nnunetv2_flare.inference.orientation import models_orientation
 from nnunetv2_flare.inference.postprocessing import (
@@ -69,6 +70,7 @@ from nnunetv2_flare.inference.postprocessing import (
     keep_largest_component_per_label,
     remove_small_components,
 )
+from nnunetv2_flare.inference.request_record import short_digest
 from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
@@ -103,6 +105,8 @@ class CascadeResult:
     # the organ network's windows: per segmented region (the box, then any slabs follow_organs added) the window
     # shape (array order of the processed orientation) and how many of them
     windows: list[tuple[tuple[int, int, int], int]] = field(default_factory=list)
+    # a NIfTI input's qform and sform where they disagree: its label files carry both (nifti_transforms.py)
+    nifti_transforms: NiftiTransforms | None = field(default=None, repr=False, compare=False)
 
     @property
     def canonical_labels(self) -> np.ndarray | None:
@@ -295,6 +299,9 @@ class FlareCascadePredictor:
         if orientation == MODEL_ORIENTATION:
             orientation = models_orientation(organs.orientation, locator.orientation if locator else None)
         self.orientation = orientation  # None: process the array as read
+        # whose choice of a NIfTI's qform / sform the organ model was trained with (nifti_transforms.py)
+        self.nifti_reader = "nibabel" if organs.reader in NIBABEL_READERS else "itk"
+        self.models_identity = short_digest(locator.identity if locator else "", organs.identity)
 
     # ------------------------------------------------------------------ single case
     def predict(self, image, spacing: Sequence[float] | None = None, origin: Sequence[float] | None = None,
@@ -314,7 +321,10 @@ class FlareCascadePredictor:
         start = watch.last
         given = as_api_input(image_or_path, spacing, origin, direction)
         image = given.image if given.image is not None else read_image(given.path)
+        transforms, warnings = None, []
         if given.path is not None:
+            image, transforms, warning = take_models_transform(image, given.path, self.nifti_reader)
+            warnings += [warning] if warning else []
             watch.lap("read")
         name = given.path.name if given.path is not None else "input"
         # an image made here (read from a file, or from a NumPy / nibabel input) is repaired in place, so a huge scan
@@ -323,7 +333,7 @@ class FlareCascadePredictor:
         image = prepared.image  # checked, repaired, canonical orientation; the input is no longer referenced here
         watch.lap("check_input")
         array = sitk.GetArrayViewFromImage(image)  # (z, y, x), no copy
-        warnings: list[str] = list(prepared.warnings)
+        warnings += prepared.warnings
         box, from_locator = self._locate(image, array, watch, warnings)
         working_labels, scores, wshape, windows = self._segment(image, array, box, watch)
         windows = [windows]
@@ -350,7 +360,8 @@ class FlareCascadePredictor:
                              sum(count for _, count in windows), timings, warnings, volumes, list(prepared.notes),
                              prepared.report(), prepared.values_on_input(self.organs.spacing), statistics, image,
                              prepared.canonical_labels,
-                             prepared.box_on_input(located, array.shape) if located != box else None, windows)
+                             prepared.box_on_input(located, array.shape) if located != box else None,
+                             windows=windows, nifti_transforms=transforms)
 
     def _restore(self, prepared: PreparedInput, slabs: Iterable[tuple[int, np.ndarray]],
                  box: Box) -> tuple[sitk.Image, np.ndarray]:
@@ -487,7 +498,8 @@ class FlareCascadePredictor:
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
-                "orientation": self.orientation or "as read", "folds": self.folds, "tta": self.tta,
+                "orientation": self.orientation or "as read", "nifti_reader": self.nifti_reader,
+                "folds": self.folds, "tta": self.tta,
                 "shift_tta": self.shift_tta,
                 "restore": self.restore, "follow_organs": self.follow_organs,
                 "window": "tiles" if self.window_range is None else "fitted",

@@ -19,6 +19,7 @@ import numpy as np
 from nnunetv2_flare import names
 from nnunetv2_flare.inference.backends import SegmentationModel
 from nnunetv2_flare.inference.backends.torch import NetworkModel, checkpoint_configuration, load_network
+from nnunetv2_flare.inference.request_record import model_digest
 from nnunetv2_flare.window_shapes import WindowRange
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Phase:
     source: str = "injected"
     label_names: dict[int, str] | None = None  # from the model's dataset.json; None: the FLARE organs
     orientation: str | None = None  # the voxel orientation it was trained in; None: not fixed by its plans
+    reader: str | None = None  # the plans' image_reader_writer (nifti_transforms.py); None: SimpleITK's reading
+    identity: str = "injected"  # digest of its plans, dataset.json and checkpoints (request_record.model_digest)
     stride: int = 1  # the network's total stride: windows other than the patch are multiples of it
     batch_size: int = 1  # the plans' batch size (the voxel budget of windows fitted for a fixed-patch model)
     # array order: the window shapes the model was trained on (any-window training, window_shapes.py); None: its
@@ -208,7 +211,9 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
                  patch_size=_to_array_order(patch_size, transpose),
                  spacing=_to_array_order([float(s) for s in config["spacing"]], transpose),
                  num_classes=num_classes, source=", ".join(map(str, checkpoint_files)),
-                 label_names=label_names(dataset_json), orientation=training_orientation(plans), stride=stride,
+                 label_names=label_names(dataset_json), orientation=training_orientation(plans),
+                 reader=plans.get("image_reader_writer"), identity=model_digest(folder, checkpoint_files),
+                 stride=stride,
                  batch_size=int(config.get("batch_size", 1)), window_range=window_range)
 
 

@@ -9,7 +9,6 @@ checkpoint or a new OpenVINO never reuses a stale model. Files are written under
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 
 from nnunetv2_flare.inference.backends.base import tensor_axes
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.request_record import file_digest
 from nnunetv2_flare.names import CACHE_ENV
 
 if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached model runs without it
@@ -31,14 +31,6 @@ OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
 # bump when networks/inference_graph.py changes what it computes or how it is laid out, or what `convert` records
 GRAPH_VERSION = 5
 RT_INFO_WINDOW = ["nnunetv2_flare", "trained_window"]
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def cache_folders(checkpoint_file: Path) -> list[Path]:
@@ -90,7 +82,7 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
     that returns logits (fold ensembles), cached under its own name."""
     import openvino as ov
 
-    key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file), "x".join(map(str, input_shape[2:])),
+    key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file)[:16], "x".join(map(str, input_shape[2:])),
                     f"g{GRAPH_VERSION}", "ov" + ov.get_version().split("-")[0]] + ([] if labels else ["logits"]))
     folders = cache_folders(checkpoint_file)
     for folder in folders:
@@ -160,10 +152,11 @@ class OpenVINOModel:
 
     @property
     def precision(self) -> str:
-        """What OpenVINO computes in: read back from a compiled model (the hint is pinned, so it is the requested
-        precision; compiling the patch's shape first if nothing ran yet)."""
-        request = next(iter(self.requests.values()), None) or self._request(self.input_shape)
-        effective = request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        """What OpenVINO computes in: read back from a compiled model once one ran; before that the pinned hint,
+        which OpenVINO follows (check_precision allows bf16 only where it is native)."""
+        request = next(iter(self.requests.values()), None)
+        effective = (request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT").get_type_name()
+                     if request is not None else self.config["INFERENCE_PRECISION_HINT"])
         return {v: k for k, v in OV_TYPES.items()}.get(effective, effective)
 
     def _compile(self, shape: tuple[int, ...]):
