@@ -54,6 +54,25 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, _write)
 
 
+def refuse_to_replace(path: str | os.PathLike, is_ours: Callable[[Any], bool], option: str, kind: str) -> None:
+    """A command writes a JSON file (`option` names it, `kind` says what it is) only over nothing or over one of its
+    own (`is_ours` of its content): never over a file it did not write for this purpose. UsageError otherwise."""
+    from nnunetv2_flare.cli_errors import UsageError
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as f:  # not JSON: a CT or a label map is never read whole
+            data = json.loads(path.read_text()) if f.read(4096).lstrip().startswith(b"{") else None
+        problem = "is not a JSON file" if data is None else None if is_ours(data) else "is a JSON file of another kind"
+    except (OSError, ValueError):  # a folder, unreadable, not JSON after all
+        problem = "is not a JSON file"
+    if problem:
+        raise UsageError(f"{option} {path} exists and {problem}, not {kind} of this command, and is never written "
+                         f"over; choose another name.")
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete temporaries left by a killed process (e.g. Ctrl-C between write and rename)."""
     removed = []

@@ -38,3 +38,7 @@ MODEL_ORIENTATION = "model"
 RESTORE_MODES = ("nearest", "linear")
 # --follow_organs without a number: rounds of growing the box where organs reach its faces (box_following.py)
 FOLLOW_ORGANS_ROUNDS = 3
+# the organ network's windows (window_shapes.py): from the checkpoint, tiles of the training patch, or fitted to the
+# crop; and the checkpoint entry in which any-window training records the window shapes it drew from
+WINDOW_MODES = ("auto", "tiles", "fitted")
+WINDOW_CHECKPOINT_KEY = "flare_window"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import nnunetv2_flare.inference.batch as batch_module
+import nnunetv2_flare.inference.nifti_transforms as label_writer
 from nnunetv2_flare.atomic_io import atomic_write
 from nnunetv2_flare.inference.predict_cli import main
 from unusual_inputs import array_predictor, body_ct, env_with_threads, tmp_files, write
@@ -78,7 +78,7 @@ def test_disk_full_fails_one_case_leaves_no_partial_file(tmp_path, monkeypatch):
                 raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
             sitk.WriteImage(image, str(tmp), useCompression=compress)
         atomic_write(path, partial)
-    monkeypatch.setattr(batch_module, "write_image_atomic", writer)
+    monkeypatch.setattr(label_writer, "write_image_atomic", writer)  # the writer of every label file
     out = tmp_path / "out"
     result = array_predictor().predict_files([tmp_path / "in"], out, report=tmp_path / "r.json")
     assert result.done == ["case00", "case02"] and list(result.failed) == ["case01"]

@@ -76,21 +76,28 @@ def test_cli_predicts_folder_with_nnunet_names_geometry_and_report(results, case
 
 
 @pytest.mark.slow
-def test_existing_outputs_are_kept_unless_overwrite(results, cases, tmp_path):
+def test_existing_outputs_are_kept_only_for_the_same_request_unless_overwrite(results, cases, tmp_path):
+    """Issue 36 changed this: a file at an output's name that records no request of this command (here a 2^3
+    marker) is neither kept nor replaced without --overwrite; it used to be kept by its name alone."""
     out = tmp_path / "pred"
     out.mkdir()
     marker = sitk.Image([2, 2, 2], sitk.sitkUInt8)
     sitk.WriteImage(marker, str(out / "caseA.nii.gz"))
     report = tmp_path / "r.json"
     assert main(["-i", str(cases), "-o", str(out), *model_args(results), "--report", str(report),
-                 "--disable_progress_bar"]) == 0
-    assert sitk.ReadImage(str(out / "caseA.nii.gz")).GetSize() == (2, 2, 2)  # kept
+                 "--disable_progress_bar"]) == 1
+    assert sitk.ReadImage(str(out / "caseA.nii.gz")).GetSize() == (2, 2, 2)  # left as it was
     data = json.loads(report.read_text())
-    assert data["cases"]["caseA"]["status"].startswith("skipped") and data["cases"]["caseB"]["status"] == "done"
+    assert data["cases"]["caseA"]["kind"] == "refused" and "records no request" in data["cases"]["caseA"]["error"]
+    assert data["cases"]["caseB"]["status"] == "done"
     assert main(["-i", str(cases / "caseA_0000.nii.gz"), "-o", str(out), *model_args(results), "--overwrite",
                  "--disable_progress_bar"]) == 0
     assert sitk.ReadImage(str(out / "caseA.nii.gz")).GetSize() == (40, 36, 20)  # predicted again
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert main(["-i", str(cases), "-o", str(out), *model_args(results), "--report", str(report),
+                 "--disable_progress_bar"]) == 0
+    data = json.loads(report.read_text())
+    assert all(data["cases"][c]["status"].startswith("skipped: output exists") for c in ("caseA", "caseB"))
 
 
 @pytest.mark.slow

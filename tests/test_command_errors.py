@@ -87,6 +87,25 @@ def _predict_report_under_a_file(tmp: Path) -> list[str]:
             str(tmp / "afile" / "newdir" / "r.json")]
 
 
+def _predict_report_is_the_input(tmp: Path) -> list[str]:
+    ct = tiny_ct(tmp / "in" / "a_0000.nii.gz")
+    return ["-i", str(ct), "-o", str(tmp / "out"), "-m1", "loc", "-m2", "org", "--report", str(ct)]
+
+
+def _predict_output(name: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        return ["-i", str(tiny_ct(tmp / "in" / "a_0000.nii.gz")), "-o", str(tmp / name), "-m1", "loc", "-m2", "org"]
+    return setup
+
+
+def _evaluate_into_the_references(tmp: Path) -> list[str]:
+    for folder in ("ref", "pred"):
+        labels = sitk.GetImageFromArray(np.zeros((4, 4, 4), np.uint8))
+        (tmp / folder).mkdir()
+        sitk.WriteImage(labels, str(tmp / folder / "a.nii.gz"))
+    return ["-ref", str(tmp / "ref"), "-pred", str(tmp / "pred"), "-o", str(tmp / "ref" / "a.nii.gz")]
+
+
 def _plan(dataset_id: int = 301, **kwargs) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         raw_dataset(tmp, 301, **kwargs)
@@ -126,14 +145,26 @@ ROWS = [
         expect="the FLARE models take one channel"),
     Row("predict_report_under_a_file", "nnUNetv2_flare_predict", _predict_report_under_a_file,
         expect="is a file"),
+    Row("predict_report_is_the_input", "nnUNetv2_flare_predict", _predict_report_is_the_input,
+        expect="is an input of this run"),
+    Row("predict_o_two_file_format", "nnUNetv2_flare_predict", _predict_output("seg.mhd"),
+        expect="keeps its voxels in a second file"),
+    Row("predict_o_not_a_label_format", "nnUNetv2_flare_predict", _predict_output("seg.txt"),
+        expect="not a label file format"),
     Row("predict_unknown_option", "nnUNetv2_flare_predict", lambda tmp: ["-i", "x", "-o", "y", "--nonsense"],
         expect="unrecognized arguments"),
     Row("evaluate_missing_folder", "nnUNetv2_flare_evaluate",
         lambda tmp: ["-ref", str(tmp / "ref"), "-pred", str(tmp / "pred")], expect="does not exist"),
     Row("evaluate_bad_label", "nnUNetv2_flare_evaluate",
         lambda tmp: ["-ref", str(tmp), "-pred", str(tmp), "-l", "14"], expect="not FLARE organ ids"),
+    Row("evaluate_summary_over_a_reference", "nnUNetv2_flare_evaluate", _evaluate_into_the_references,
+        expect="is a label file of the folders being scored"),
     Row("phantoms_n_0", "nnUNetv2_flare_make_phantoms", lambda tmp: ["-d", "1", "-n", "0", "-o", str(tmp / "o")],
         expect="-n must be at least 1"),
+    Row("phantoms_shape_0", "nnUNetv2_flare_make_phantoms",
+        lambda tmp: ["-d", "1", "-n", "1", "--shape", "0", "-o", str(tmp / "o")], expect="a factor in [0.015625, 1]"),
+    Row("phantoms_shape_1e-9", "nnUNetv2_flare_make_phantoms",
+        lambda tmp: ["-d", "1", "-n", "1", "--shape", "1e-9", "-o", str(tmp / "o")], expect="got '1e-9'"),
     Row("smoke_threads_0", "nnUNetv2_flare_smoke", lambda tmp: ["--threads", "0"], expect="--threads"),
     Row("ext_trainer_path_argument", "nnUNetv2_flare_ext_trainer_path", lambda tmp: ["extra"],
         expect="unrecognized arguments"),

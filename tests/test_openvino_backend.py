@@ -107,8 +107,8 @@ def test_openvino_labels_match_torch_and_the_cache_is_reused(models, monkeypatch
     assert len(np.unique(expected)) > 1
     # random weights leave near-ties between classes, where float rounding may pick either
     assert same_share(got, expected) >= 0.995
-    with pytest.raises(ValueError, match="takes inputs of shape"):
-        ov_phase.model(np.zeros((1, 1, 16, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="takes inputs of shape"):  # other windows: multiples of the stride
+        ov_phase.model(np.zeros((1, 1, 20, 32, 32), np.float32))
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again although the cache holds this checkpoint")
@@ -221,6 +221,9 @@ def test_a_failing_kernel_cache_falls_back_to_compiling_without_it(models, monke
             self.cached = "CACHE_DIR" in properties
             self.core.set_property(properties)
 
+        def read_model(self, *args):
+            return self.core.read_model(*args)
+
         def compile_model(self, *args):
             if self.cached:
                 cached_attempts.append(args)
@@ -231,6 +234,6 @@ def test_a_failing_kernel_cache_falls_back_to_compiling_without_it(models, monke
     load_phase(organs, backend="openvino")  # converted (and cached) with the real Core
     monkeypatch.setattr(openvino, "Core", CacheRaceCore)
     phase = load_phase(organs, backend="openvino")
-    assert len(cached_attempts) == 1  # the cache was tried first
     x = np.zeros((1, 1, *SMALL_CASCADE["organ_patch_size"]), np.float32)
-    assert phase.model(x).shape == SMALL_CASCADE["organ_patch_size"]
+    assert phase.model(x).shape == SMALL_CASCADE["organ_patch_size"]  # compiled at first use
+    assert len(cached_attempts) == 1  # the cache was tried first

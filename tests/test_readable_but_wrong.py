@@ -112,13 +112,15 @@ def test_resuming_with_the_same_report_keeps_the_entries_of_finished_cases(tmp_p
     assert cases["a"]["status"] == "done" and EARLIER_RUN_KEY not in cases["a"]
 
 
-def test_an_unreadable_earlier_report_is_replaced_with_a_warning(tmp_path, capsys):
+def test_an_unreadable_earlier_report_is_refused_not_replaced(tmp_path):
+    """Issue 36 changed this: a file that is not a prediction report is never written over (it used to be replaced
+    with a warning, and so could be any file, the input CT included)."""
     put(body_ct(), tmp_path / "a_0000.nii.gz")
     report = tmp_path / "r.json"
     report.write_text("{not json")
-    array_predictor().predict_files([tmp_path / "a_0000.nii.gz"], tmp_path / "out", report=report)
-    assert json.loads(report.read_text())["cases"]["a"]["status"] == "done"
-    assert "could not be read" in capsys.readouterr().out  # tqdm.write, like the per-case lines
+    with pytest.raises(UsageError, match="is not a JSON file, not a prediction report"):
+        array_predictor().predict_files([tmp_path / "a_0000.nii.gz"], tmp_path / "out", report=report)
+    assert report.read_text() == "{not json" and not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------------ argument fuzz

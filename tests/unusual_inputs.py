@@ -86,16 +86,19 @@ def same_geometry(a: sitk.Image, b: sitk.Image, atol: float = 1e-4) -> bool:
         and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5)
 
 
-def write_dicom_series(folder: Path, uid: str, n: int, prefix: str) -> None:
-    """Minimal CT DICOM slices (int16 HU) of one series."""
+def write_dicom_series(folder: Path, uid: str, n: int, prefix: str, positions_mm=None,
+                       instance_numbers=None) -> None:
+    """Minimal CT DICOM slices (int16 HU) of one series; slice k at z = positions_mm[k] (default 2 k mm)."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(n):
+        z = 2.0 * k if positions_mm is None else positions_mm[k]
+        number = k if instance_numbers is None else instance_numbers[k]
         s = sitk.GetImageFromArray(np.random.default_rng(k).integers(-1000, 500, (32, 32)).astype(np.int16))
         for tag, value in [("0020|000e", uid), ("0020|000d", "1.2.3.4"), ("0008|0060", "CT"),
-                           ("0020|0032", f"0\\0\\{2.0 * k}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0028|0030", "0.8\\0.8"), ("0020|0013", str(k)), ("0008|0018", f"{uid}.{k}")]:
+                           ("0020|0032", f"0\\0\\{z}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0028|0030", "0.8\\0.8"), ("0020|0013", str(number)), ("0008|0018", f"{uid}.{k}")]:
             s.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{prefix}{k}.dcm"))
         writer.Execute(s)

@@ -8,6 +8,7 @@ both phases, write) and the peak memory is that process's VmHWM. Stage times com
     python tools/benchmark_cascade.py --nnunet all            # nnU-Net on every size (hours on 2 cores)
     python tools/benchmark_cascade.py --sizes 200 --nnunet none --no_real
     python tools/benchmark_cascade.py --sizes 218 --no_real --nnunet none --backends torch openvino --warm 3
+    python tools/benchmark_cascade.py --sizes 218 --no_real --nnunet none --windows tiles fitted
 
 Runtimes (--backends, default: torch, openvino if installed, openvino-bf16 if the CPU has native bf16; torch is eager
 fp32, the baseline): every case runs once per runtime, each in a fresh process (cold: start to written file, the
@@ -16,6 +17,11 @@ OpenVINO's one-off conversion is done before the timed runs and reported on its 
 foreground voxels (either label > 0) where a runtime's labels equal torch's.
 A patch table times the organ network alone on one 96^3 patch per runtime: the first pass, then --patch_repeats
 rounds in which the runtimes take turns; the speed-up is the median of the per-round ratios.
+
+Windows (--windows, default both): the organ network's 96^3 tiles (the paper's) and windows fitted to the crop (one
+window where it fits the range of a model trained for any window: the random organ checkpoint records the range
+`nnUNetTrainerFlareOrgansAnyWindow` would, 6 x 96^3 voxels). Every case runs once per runtime and window, runtimes
+and windows taking turns; agreement is against the first runtime's first window.
 
 Random weights make the locator's box random, so the benchmark runs the locator (for its time) and then crops a
 fixed, realistic box (--box_mm, x y z, default 330 x 240 x 260 mm, centred; clipped to the volume).
@@ -137,7 +143,7 @@ def run_case(args) -> None:
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     backend, precision = runtime(args.backend)
     predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=backend,
-                                      precision=precision)
+                                      precision=precision, window=args.window)
     predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm, predictor.margin_mm)
     setup = time.perf_counter() - t0
     result = predictor.run(args.input)
@@ -317,10 +323,13 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", choices=["torch", "openvino", "openvino-bf16"], default=None,
                    help="organ-network runtimes to time (default: torch, openvino when installed, openvino-bf16 "
                         "when the CPU has native bf16); torch first: the others are compared with it")
+    p.add_argument("--windows", nargs="+", choices=["tiles", "fitted"], default=["tiles", "fitted"],
+                   help="the organ network's windows to time: tiles of the 96^3 patch, windows fitted to the crop")
     p.add_argument("--patch_repeats", type=int, default=7, help="rounds of the patch latency table")
     p.add_argument("--warm", type=int, default=0, help="also time N more runs per case in the same process")
     p.add_argument("--_case", nargs=4, metavar=("M1", "M2", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    p.add_argument("--window", default="tiles", help=argparse.SUPPRESS)
     p.add_argument("--launched", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._case:
@@ -332,6 +341,7 @@ def main() -> None:
 
     from nnunetv2_flare.inference.backends import native_bf16, openvino_available
     from nnunetv2_flare.inference.random_models import write_random_cascade
+    from nnunetv2_flare.window_shapes import WindowRange
     backends = args.backends or (["torch"] + (["openvino"] if openvino_available() else [])
                                  + (["openvino-bf16"] if openvino_available() and native_bf16() else []))
     if "openvino-bf16" in backends and not native_bf16():
@@ -339,7 +349,8 @@ def main() -> None:
         backends.remove("openvino-bf16")
     work = args.work
     results = work / "results"
-    m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False)
+    m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False,
+                                  organ_window_range=WindowRange.around((96, 96, 96), 16, 6))
     if any(b.startswith("openvino") for b in backends):
         from nnunetv2_flare.inference.model_loading import load_phase
         for name, folder in (("locator", m1), ("organ network", m2)):
@@ -368,22 +379,24 @@ def main() -> None:
 
     rows = []
     nnunet_by_case: dict[str, tuple[float, float, float]] = {}
-    for (label, path), backend in [(i, b) for i in inputs for b in backends]:
-        out = work / "outputs" / backend / f"{label}.nii.gz"
+    runs = [(b, w) for b in backends for w in args.windows]
+    for (label, path), (backend, window) in [(i, r) for i in inputs for r in runs]:
+        out = work / "outputs" / f"{backend}_{window}" / f"{label}.nii.gz"
         out.parent.mkdir(parents=True, exist_ok=True)
         _, rss, cpu, text = timed([sys.executable, __file__, "--threads", str(args.threads), "--box_mm",
-                                 *map(str, args.box_mm), "--backend", backend, "--warm", str(args.warm),
-                                 "--launched", repr(time.time()),
+                                 *map(str, args.box_mm), "--backend", backend, "--window", window,
+                                 "--warm", str(args.warm), "--launched", repr(time.time()),
                                  "--_case", str(m1), str(m2), str(path), str(out)])
         report = json.loads([l for l in text.splitlines() if l.startswith("RESULT ")][-1][7:])
         # with --warm the process also ran the warm repeats: its CPU time is then not one case's
         case_cpu = cpu if args.warm == 0 else None
-        row = {"case": label, "backend": backend, "wall_s": report["cold_s"],
+        row = {"case": label, "backend": backend, "window": window, "wall_s": report["cold_s"],
                "cpu_s": round(case_cpu, 1) if case_cpu else "-", **report}
         row["peak_gb"] = report["peak_gb"] or round(rss, 2)
-        if backend != backends[0]:
-            row["agreement"] = round(label_agreement(work / "outputs" / backends[0] / f"{label}.nii.gz", out), 5)
-        run_nnunet = nnunet_dataset and backend == backends[0] and (
+        if (backend, window) != runs[0]:
+            first = work / "outputs" / "_".join(runs[0]) / f"{label}.nii.gz"
+            row["agreement"] = round(label_agreement(first, out), 5)
+        run_nnunet = nnunet_dataset and (backend, window) == runs[0] and (
             args.nnunet == "all" or label == f"512x512x{smallest}")
         if run_nnunet:
             print(f"running nnUNetv2_predict on {label} (slow) ...", flush=True)
@@ -432,18 +445,24 @@ def cpu_flags() -> str:
     return " ".join(f for f in wanted if f in have) or "none of " + " ".join(wanted)
 
 
+def windows_text(windows: list[dict]) -> str:
+    """'12 x 96x96x96' per segmented region (x y z)."""
+    return ", ".join(f"{w['count']} x {'x'.join(map(str, w['shape_xyz']))}" for w in windows)
+
+
 def print_row(row: dict, header: bool) -> None:
     t = row["timings_s"]
-    cols = ["case", "backend", "size xyz", "crop xyz (mm)", "work xyz", "tiles", "whole s", "setup", "read", "locate",
+    cols = ["case", "backend", "window", "size xyz", "crop xyz (mm)", "work xyz", "windows", "whole s", "setup", "read", "locate",
             "resample", "sliding", "post", "restore", "write", "peak GB", "warm s", "agreement", "CPU s",
             "nnU-Net s", "nnU-Net GB", "nnU-Net CPU s", "speed-up (wall)", "speed-up (CPU)"]
     if header:
         print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     locate = t.get("locate_resize", 0) + t.get("locate_network", 0) + t.get("locate_postprocess", 0)
     crop = row["crop_box"]
-    vals = [row["case"], row["backend"], "x".join(map(str, row["image_size_xyz"])),
+    vals = [row["case"], row["backend"], row["window"], "x".join(map(str, row["image_size_xyz"])),
             "x".join(map(str, crop["size_xyz"])) + " (" + "x".join(f"{v:.0f}" for v in crop["size_mm_xyz"]) + ")",
-            "x".join(map(str, row["working_shape_xyz"])), row["n_patches"], row["wall_s"], row["setup_s"],
+            "x".join(map(str, row["working_shape_xyz"])), windows_text(row["organ_windows"]), row["wall_s"],
+            row["setup_s"],
             t.get("read", 0), round(locate, 2), t.get("segment_resample", 0), t.get("segment_network", 0),
             t.get("postprocess", 0), t.get("restore", 0), t.get("write", 0), row["peak_gb"],
             row.get("warm_s", "-"), f"{100 * row['agreement']:.2f} %" if "agreement" in row else "-",

@@ -3,8 +3,13 @@
 Per case the numbers are FLARE's official script's (metrics.py states the rules): images are read with SimpleITK and
 handed to the metric in nibabel's axis order with the header's 32-bit voxel size, as the script sees them.
 Deliberate differences at folder level (cli.DELIBERATE_DIFFERENCES): a reference without a prediction is scored as
-an empty prediction and listed, where the script skips it; a prediction on another grid is refused; predictions
-without a reference are ignored.
+an empty prediction and listed, where the script skips it; predictions without a reference are listed and not
+scored; a folder where no prediction matches a reference is refused.
+
+Every file is checked before it is scored, so that nothing is scored silently wrong: an empty, truncated or
+unreadable file, a prediction on another grid than its reference (all before any scoring), and voxels that are not
+FLARE labels (not whole numbers, or outside 0..13: a CT in HU, another label set such as TotalSegmentator's 117)
+are errors that name the file.
 """
 from __future__ import annotations
 
@@ -33,7 +38,47 @@ def flare_array_and_spacing(image: sitk.Image) -> tuple[np.ndarray, tuple[float,
     return array, spacing
 
 
-def _check_same_grid(ref: sitk.Image, pred: sitk.Image, name: str) -> None:
+def label_file_header(path: Path) -> sitk.ImageFileReader:
+    """The header of a label file after checking the file is complete (ITK reads a truncated NIfTI without an
+    error and fills the gap with zeros) and readable; ValueError naming the file otherwise."""
+    from nnunetv2_flare.inference.input_checks import InputRefused, check_file_complete
+
+    try:
+        check_file_complete(path)
+    except InputRefused as e:
+        raise ValueError(f"{path.parent.name}/{e}") from None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise ValueError(f"{path}: not a readable image (unknown format or a corrupt file).") from None
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        raise ValueError(f"{path}: a {reader.GetDimension()}-d image with {reader.GetNumberOfComponents()} values per "
+                         f"voxel; a label map is 3-d with one label per voxel.")
+    return reader
+
+
+def check_label_values(array: np.ndarray, path: Path) -> None:
+    """Voxels must be FLARE labels: whole numbers 0..13."""
+    low, high = float(array.min()), float(array.max())
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise ValueError(f"{path}: not a label map (values that are not whole numbers, {low:g}..{high:g}); give "
+                         f"integer labels 0..{max(FLARE_ORGANS)}.")
+    if low < 0 or high > max(FLARE_ORGANS):
+        what = "a CT in HU?" if low < 0 else "another label set, e.g. TotalSegmentator's?"
+        raise ValueError(f"{path}: values {low:g}..{high:g}, not FLARE's labels 0..{max(FLARE_ORGANS)} ({what}); "
+                         f"map them to FLARE's ids first.")
+
+
+def read_label_map(path: Path) -> sitk.Image:
+    label_file_header(path)
+    image = sitk.ReadImage(str(path))
+    check_label_values(sitk.GetArrayViewFromImage(image), path)
+    return image
+
+
+def _check_same_grid(ref, pred, name: str) -> None:
     if ref.GetSize() != pred.GetSize():
         raise ValueError(f"{name}: prediction size {pred.GetSize()} != reference size {ref.GetSize()}; predictions "
                          "must be written on the reference image's grid")
@@ -46,12 +91,12 @@ def _check_same_grid(ref: sitk.Image, pred: sitk.Image, name: str) -> None:
 
 def evaluate_files(ref_file: str | Path, pred_file: str | Path | None, labels: Sequence[int]) -> dict:
     """Scores of one case; `pred_file=None` (missing prediction) scores as an empty prediction."""
-    ref_image = sitk.ReadImage(str(ref_file))
+    ref_image = read_label_map(Path(ref_file))
     ref, spacing = flare_array_and_spacing(ref_image)
     if pred_file is None:
         pred = np.zeros(ref.shape, np.uint8)
     else:
-        pred_image = sitk.ReadImage(str(pred_file))
+        pred_image = read_label_map(Path(pred_file))
         _check_same_grid(ref_image, pred_image, Path(ref_file).name)
         pred, _ = flare_array_and_spacing(pred_image)
     scores = evaluate_case(ref, pred, spacing, labels=labels)
@@ -64,26 +109,41 @@ def evaluate_folders(ref_folder: str | Path, pred_folder: str | Path, labels: It
     """FLARE scores of every reference case in `ref_folder` against the file of the same name in `pred_folder`.
 
     A reference without a prediction is scored as an empty prediction (every organ present in the reference gets
-    DSC = NSD = 0) and listed under "missing_predictions". `labels` restricts scoring to some organs (for partially
-    labelled references). Returns the summary dict that `nnUNetv2_flare_evaluate` writes as JSON.
+    DSC = NSD = 0) and listed under "missing_predictions"; predictions without a reference are listed under
+    "unmatched_predictions". No prediction matching any reference, a file that is not a complete, readable FLARE
+    label map, and a prediction on another grid are ValueErrors. `labels` restricts scoring to some organs (for
+    partially labelled references). Returns the summary dict that `nnUNetv2_flare_evaluate` writes as JSON.
     """
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
     if not ref_folder.is_dir():
         raise FileNotFoundError(f"reference folder {ref_folder} does not exist")
     if not pred_folder.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_folder} does not exist")
-    ref_files = sorted(p for p in ref_folder.iterdir() if p.name.endswith(file_ending) and not p.name.startswith("."))
+    ref_files, pred_files = (label_files(folder, file_ending) for folder in (ref_folder, pred_folder))
     if not ref_files:
         raise FileNotFoundError(f"no '*{file_ending}' reference files in {ref_folder}")
+    matched = {name: pred_folder / name for name in ref_files if name in pred_files}
+    if not matched:
+        found = f"{len(pred_files)} '*{file_ending}' files there" + (f", e.g. {pred_files[0]}" if pred_files else "")
+        raise ValueError(f"no prediction in {pred_folder} has the name of a reference in {ref_folder} ({found}; the "
+                         f"references are named like {ref_files[0]}); predictions are matched to references by "
+                         f"file name.")
+    for name in ref_files:  # the cheap checks first: a broken or misplaced file stops the command before scoring
+        reference = label_file_header(ref_folder / name)
+        if name in matched:
+            _check_same_grid(reference, label_file_header(matched[name]), name)
     labels = sorted(FLARE_ORGANS) if labels is None else sorted(int(l) for l in labels)
-    cases = []
-    for ref_file in tqdm(ref_files, desc="evaluating", disable=not progress):
-        pred_file = pred_folder / ref_file.name
-        cases.append(evaluate_files(ref_file, pred_file if pred_file.is_file() else None, labels))
-    return summarize(cases, labels)
+    cases = [evaluate_files(ref_folder / name, matched.get(name), labels)
+             for name in tqdm(ref_files, desc="evaluating", disable=not progress)]
+    return summarize(cases, labels, [name for name in pred_files if name not in ref_files])
 
 
-def summarize(cases: list[dict], labels: Sequence[int]) -> dict:
+def label_files(folder: Path, file_ending: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(file_ending) and not p.name.startswith(".")
+                  and p.is_file())
+
+
+def summarize(cases: list[dict], labels: Sequence[int], unmatched: Sequence[str] = ()) -> dict:
     def organ_means(metric: str) -> dict[str, float]:
         return {FLARE_ORGANS[l]: float(np.mean([c[metric][l] for c in cases])) for l in labels}
 
@@ -98,9 +158,11 @@ def summarize(cases: list[dict], labels: Sequence[int]) -> dict:
             "nsd_zero_below_dsc": NSD_DSC_THRESHOLD,
             "surface": "Nikolov et al. surface Dice: corner surface elements weighted by area, distance <= tolerance",
             "missing_prediction": "scored as an empty prediction",
+            "unmatched_prediction": "a prediction without a reference of its name: listed, not scored",
         },
         "num_cases": len(cases),
         "missing_predictions": [Path(c["reference_file"]).name for c in cases if c["missing_prediction"]],
+        "unmatched_predictions": list(unmatched),
         "mean_DSC": float(np.mean([c["mean_DSC"] for c in cases])),
         "mean_NSD": float(np.mean([c["mean_NSD"] for c in cases])),
         "per_organ": {"DSC": organ_means("DSC"), "NSD": organ_means("NSD")},

@@ -17,9 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_flare.inference.nifti_transforms import set_affine
+
 ACCEPTED = ("a path (image file, DICOM folder or file), a SimpleITK image, a nibabel image, or a NumPy array "
             "(z, y, x) with spacing=(x, y, z)")
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])  # nibabel's world is RAS, ITK's LPS
 
 
 @dataclass
@@ -39,15 +40,7 @@ def image_from_nibabel(nii) -> sitk.Image:
     data = np.asanyarray(nii.dataobj)
     if data.ndim != 3:
         raise ValueError(f"the nibabel image has {data.ndim} dimensions; give one 3D CT.")
-    affine = np.asarray(nii.affine, dtype=np.float64)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if np.any(spacing <= 0) or not np.all(np.isfinite(affine)):
-        raise ValueError("the nibabel image's affine has a zero or non-finite column; fix its header.")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetOrigin([float(v) for v in RAS_TO_LPS @ affine[:3, 3]])
-    image.SetDirection([float(v) for v in (RAS_TO_LPS @ (affine[:3, :3] / spacing)).ravel()])
-    return image
+    return set_affine(sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0))), nii.affine)
 
 
 def image_from_array(array: np.ndarray, spacing: Sequence[float] | None, origin: Sequence[float] | None = None,

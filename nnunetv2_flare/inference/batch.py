@@ -1,21 +1,30 @@
 """Batches of cases through a FlareCascadePredictor (`predictor.predict_files`, the CLI): every case of the inputs
-into the output folder, existing outputs kept, cases claimed against parallel processes, nnU-Net's parts, a failing
-case recorded while the others go on, and the JSON report written after each case and on Ctrl-C."""
+into the output folder, existing outputs kept only where they were made for the same request (request_record.py),
+cases claimed against parallel processes, nnU-Net's parts, a failing case recorded while the others go on, and the
+JSON report written at the start, after each case and on Ctrl-C."""
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from tqdm import tqdm
 
-from nnunetv2_flare.atomic_io import write_image_atomic, write_json_atomic
+from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.inference.batch_safety import claim_case, one_line, prepare_output_folder, remove_case_temporaries
-from nnunetv2_flare.inference.case_outputs import OutputOptions, output_targets, write_extras
-from nnunetv2_flare.inference.image_io import list_cases
+from nnunetv2_flare.inference.case_outputs import (
+    OutputOptions,
+    companion_files,
+    names_a_file,
+    output_targets,
+    remove_companions,
+    write_extras,
+)
+from nnunetv2_flare.inference.image_io import InputCase, list_cases
 from nnunetv2_flare.inference.input_checks import InputRefused
+from nnunetv2_flare.inference.nifti_transforms import FILE_NOTES, write_label_image
 from nnunetv2_flare.inference.parts import select_part
 from nnunetv2_flare.inference.predict_checks import check_report_path, prepare_report_folder
 from nnunetv2_flare.inference.report_merge import (
@@ -24,6 +33,7 @@ from nnunetv2_flare.inference.report_merge import (
     entry_for_case,
     start_report,
 )
+from nnunetv2_flare.inference.request_record import Decision, Request, decide, input_digests, options_digest
 
 if TYPE_CHECKING:
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
@@ -44,50 +54,69 @@ def predict_files(predictor: FlareCascadePredictor, inputs: str | os.PathLike | 
     """Predict every case of `inputs` into `output_folder` as <case>.nii.gz, or, for a single case, into the
     file `output_folder` names when it ends like an image (`seg.nii.gz`; case_outputs.py).
 
-    Existing outputs are kept unless `overwrite` (nnU-Net's --continue_prediction). A failing case is recorded
-    and the others go on. `report`: a JSON file with each case's stage times, crop box, warnings, organ volumes.
+    An existing output is kept where it records this request, predicted again or refused otherwise (the rules:
+    request_record.decide); `overwrite` predicts every case again. A failing case is recorded and the others go on. `report`: a JSON file with each case's stage times, crop box, warnings, organ volumes.
     `num_parts` / `part_id`: only this part of the cases (parts.py: nnU-Net's split, each case in one part).
     `outputs`: optional files next to each label file (split masks, preview, colour table, DICOM-SEG).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    inputs = list(inputs)
     outputs = outputs or OutputOptions()
     all_cases = list_cases(inputs)
+    named_file = names_a_file(output_folder)
     output_folder, targets = output_targets(all_cases, output_folder)
     if outputs.output_type == "dicom_seg":
         from nnunetv2_flare.inference.dicom_seg import check_dicom_inputs
         check_dicom_inputs(all_cases)
     cases = select_part(all_cases, num_parts, part_id)
-    if report:  # a report that cannot be written is found out now, not after the whole batch
-        check_report_path(report)
+    if report:  # a report that cannot (or must not) be written is found out now, not after the whole batch
+        check_report_path(report, inputs, all_cases, targets)
     output_folder = prepare_output_folder(output_folder)  # one-line error before any work
     if report:
         prepare_report_folder(report)
     result = BatchResult()
-    earlier, problem = earlier_report(report)  # resuming: the skipped cases keep their entries
-    if problem:
-        tqdm.write(f"nnUNetv2_flare_predict: warning: {problem}")
-    result.report = start_report({**predictor.settings(), "num_parts": num_parts, "part_id": part_id}, earlier)
+    settings = predictor.settings()
+    result.report = start_report({**settings, "num_parts": num_parts, "part_id": part_id}, earlier_report(report))
+    # the request's parts common to every case: the models, and the options that change the labels
+    models, options = predictor.models_identity, options_digest(
+        {k: v for k, v in settings.items() if k not in ("locator", "organs", "threads")})
+    write_report(result.report, report)  # every part writes its report, also one that holds no case
+    if not cases:
+        tqdm.write(f"nnUNetv2_flare_predict: part {part_id} of {num_parts} holds no case ({len(all_cases)} "
+                   f"case(s) in all, split by sorted name: cases[{part_id}::{num_parts}]).")
     current: dict | None = None
     try:
         for case in tqdm(cases, desc="cases", disable=not predictor.progress):
             target = targets[case.name]
             current = entry_for_case(result.report, case.name, str(case.path), str(target))
-            if target.exists() and not overwrite:
-                current["status"] = "skipped: output exists (use --overwrite to predict again)"
-                result.skipped.append(case.name)
-            else:
+            try:
+                wanted = Request(*input_digests(case), models, options, outputs.companion_letters())
+            except Exception as e:  # an input that cannot be listed or read fails alone, as in the prediction
+                _record_failure(case, e, current, result)
+                current = None
+                write_report(result.report, report)
+                continue
+            decision = decide(target, wanted, companion_files(target), overwrite, named_file)
+            if decision.action == "predict":
                 with claim_case(output_folder, case.name) as claimed:
                     if not claimed:
-                        current["status"] = "skipped: being predicted by another process"
-                        result.skipped.append(case.name)
-                    elif target.exists() and not overwrite:  # finished by another process meanwhile
-                        current["status"] = "skipped: output exists (written by another process)"
-                        result.skipped.append(case.name)
-                    else:
-                        remove_case_temporaries(output_folder, target.name)
-                        drop_earlier_measurements(current)
-                        _predict_case(predictor, case, target, current, result, outputs)
+                        decision = Decision("keep", "skipped: being predicted by another process")
+                    else:  # another process may have written it meanwhile
+                        decision = decide(target, wanted, companion_files(target), overwrite, named_file)
+                        if decision.action == "keep":
+                            decision = Decision("keep", "skipped: output exists (written by another process)")
+                        elif decision.action == "predict":
+                            remove_case_temporaries(output_folder, target.name)
+                            drop_earlier_measurements(current)
+                            _predict_case(predictor, case, target, current, result, outputs, wanted,
+                                          decision.reason)
+            if decision.action == "keep":
+                current["status"] = decision.reason or \
+                    "skipped: output exists (same request; use --overwrite to predict again)"
+                result.skipped.append(case.name)
+            elif decision.action == "refuse":
+                _record_failure(case, InputRefused(decision.reason), current, result)
             current = None
             write_report(result.report, report)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the writers removed their temporaries, claims are released
@@ -98,14 +127,24 @@ def predict_files(predictor: FlareCascadePredictor, inputs: str | os.PathLike | 
         raise
     return result
 
-def _predict_case(predictor: FlareCascadePredictor, case, target: Path, entry: dict, result: BatchResult,
-                  outputs: OutputOptions) -> None:
+
+def _predict_case(predictor: FlareCascadePredictor, case: InputCase, target: Path, entry: dict, result: BatchResult,
+                  outputs: OutputOptions, request: Request, replaces: str) -> None:
     try:
         started = time.perf_counter()
         case_result = predictor.run(case.path)
         t = time.perf_counter()
-        extras = write_extras(case_result, case, target, outputs, predictor.label_names)
-        write_image_atomic(case_result.labels, target)  # last: the label file marks a finished case
+        if replaces:
+            entry["replaced"] = replaces
+            tqdm.write(f"nnUNetv2_flare_predict: {case.name}: replacing {target.name}: {replaces}")
+        # the old label file first: from here until the new one is in place the case reads as unfinished, so a
+        # stop midway never leaves old labels beside new companions
+        target.unlink(missing_ok=True)
+        remove_companions(target)
+        extras, written = write_extras(case_result, case, target, outputs, predictor.label_names)
+        # last: the label file marks a finished case and records its request
+        case_result.labels.SetMetaData(FILE_NOTES, replace(request, companions=written).note())
+        write_label_image(case_result.labels, target, case_result.nifti_transforms)
         case_result.timings["write"] = time.perf_counter() - t
         case_result.timings["total"] = time.perf_counter() - started
         entry.update(status="done", **case_result.to_report(), **extras)
@@ -113,13 +152,17 @@ def _predict_case(predictor: FlareCascadePredictor, case, target: Path, entry: d
         for warning in case_result.warnings:
             tqdm.write(f"nnUNetv2_flare_predict: {case.name}: warning: {warning}")
     except Exception as e:  # one bad case must not stop the others
-        message = one_line(e)
-        kind = "refused" if isinstance(e, InputRefused) else "error"
-        entry.update(status="failed", kind=kind, error=message)
-        result.failed[case.name] = message
-        result.report["failed"][case.name] = message
-        tqdm.write(f"nnUNetv2_flare_predict: {case.name} {'refused' if kind == 'refused' else 'failed'}: "
-                   f"{message}")
+        _record_failure(case, e, entry, result)
+
+
+def _record_failure(case: InputCase, error: Exception, entry: dict, result: BatchResult) -> None:
+    message = one_line(error)
+    kind = "refused" if isinstance(error, InputRefused) else "error"
+    entry.update(status="failed", kind=kind, error=message)
+    result.failed[case.name] = message
+    result.report["failed"][case.name] = message
+    tqdm.write(f"nnUNetv2_flare_predict: {case.name} {'refused' if kind == 'refused' else 'failed'}: {message}")
+
 
 def write_report(data: dict, report: str | os.PathLike | None) -> None:
     if not report:

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from warnings import warn
 
 import numpy as np
 import SimpleITK as sitk
@@ -61,6 +62,7 @@ from nnunetv2_flare.inference.geometry import (
 from nnunetv2_flare.inference.image_io import read_image
 from nnunetv2_flare.inference.input_checks import PreparedInput, prepare_input
 from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_phase
+from nnunetv2_flare.inference.nifti_transforms import NIBABEL_READERS, NiftiTransforms, take_models_transform
 from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
 from nnunetv2_flare.inference.orientation import models_orientation
 from nnunetv2_flare.inference.postprocessing import (
@@ -68,10 +70,12 @@ from nnunetv2_flare.inference.postprocessing import (
     keep_largest_component_per_label,
     remove_small_components,
 )
+from nnunetv2_flare.inference.request_record import short_digest
 from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, MODEL_ORIENTATION, RESTORE_MODES
+from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, MODEL_ORIENTATION, RESTORE_MODES, WINDOW_MODES
+from nnunetv2_flare.window_shapes import WindowRange, fitted_window
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (backends/torch.py)
     import torch
@@ -98,6 +102,11 @@ class CascadeResult:
     canonical_image: sitk.Image | None = field(default=None, repr=False, compare=False)
     labels_to_canonical: Callable[[sitk.Image], np.ndarray] | None = field(default=None, repr=False, compare=False)
     located_box: Box | None = None  # the locator's box on the input, where follow_organs grew it into crop_box
+    # the organ network's windows: per segmented region (the box, then any slabs follow_organs added) the window
+    # shape (array order of the processed orientation) and how many of them
+    windows: list[tuple[tuple[int, int, int], int]] = field(default_factory=list)
+    # a NIfTI input's qform and sform where they disagree: its label files carry both (nifti_transforms.py)
+    nifti_transforms: NiftiTransforms | None = field(default=None, repr=False, compare=False)
 
     @property
     def canonical_labels(self) -> np.ndarray | None:
@@ -115,6 +124,7 @@ class CascadeResult:
                          **({"grown_from": self.located_box.to_report(spacing_zyx)} if self.located_box else {})},
             "working_shape_xyz": list(self.working_shape[::-1]),
             "n_patches": self.n_patches,
+            "organ_windows": [{"shape_xyz": list(shape[::-1]), "count": count} for shape, count in self.windows],
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
             "notes": list(self.notes),
@@ -136,6 +146,22 @@ class _Stopwatch:
 def _restores_scores(options: dict) -> bool:
     """Whether the organ model must hand out class scores (restore='linear'), not only labels."""
     return options.get("restore") == "linear"
+
+
+def fitted_window_range(organs: Phase, window: str) -> WindowRange | None:
+    """The window range the organ windows are fitted within, or None for tiles of the training patch
+    (`FlareCascadePredictor(window=...)`). Fitting windows for a model trained on its patch alone warns once: it
+    was never shown other shapes (docs/performance.md measured it losing 1.3-7.3 DSC points)."""
+    if window not in WINDOW_MODES:
+        raise ValueError(f"window must be one of {', '.join(WINDOW_MODES)}, not {window!r}")
+    if window == "tiles" or (window == "auto" and organs.window_range is None):
+        return None
+    if organs.window_range is not None:
+        return organs.window_range
+    warn("window='fitted' on an organ model trained on its patch alone: it never saw other window shapes "
+         "and may lose accuracy; train it with nnUNetTrainerFlareOrgansAnyWindow, or use window='tiles'",
+         UserWarning, stacklevel=3)
+    return WindowRange.around(organs.patch_size, organs.stride, organs.batch_size)
 
 
 def available_cores() -> int:
@@ -238,14 +264,17 @@ class FlareCascadePredictor:
                    min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
                    progress: bool = True, orientation: str | None = MODEL_ORIENTATION,
                    roi_subset: Sequence[str] | None = None, statistics: bool = False,
-                   restore: str = "nearest", follow_organs: int = 0) -> None:
+                   restore: str = "nearest", follow_organs: int = 0, window: str = "auto") -> None:
         """`roi_subset`: organ names to keep (the others are set to background: TotalSegmentator's --roi_subset; the
         networks still see every class, so the kept organs are the same as in a full prediction). `statistics`:
         per organ volume and HU statistics in each result (organ_statistics.py). `restore` (RESTORE_MODES): how the
         working-resolution labels return to the input grid; 'linear' keeps the organ network's class scores (C
         float16 channels at working resolution) and interpolates them where labels meet
         (geometry.resize_labels_linear_slabs). `follow_organs`: up to this many rounds of growing the box where the
-        organ labels reach its faces (box_following.py); 0, the default, keeps the locator's box."""
+        organ labels reach its faces (box_following.py); 0, the default, keeps the locator's box. `window`
+        (window_shapes.WINDOW_MODES): the organ network's windows: 'tiles' of its training patch, 'fitted' to the
+        crop (one window where it is within the range the model was trained on, else the fewest near-equal
+        windows), or 'auto': fitted for a model trained for any window, tiles otherwise."""
         if organs.spacing is None:
             raise ValueError("the organ phase needs a target spacing")
         if restore not in RESTORE_MODES:
@@ -258,6 +287,7 @@ class FlareCascadePredictor:
         if int(follow_organs) != follow_organs or follow_organs < 0:
             raise ValueError(f"follow_organs must be a whole number of rounds >= 0, not {follow_organs!r}")
         self.restore, self.follow_organs = restore, int(follow_organs)
+        self.window, self.window_range = window, fitted_window_range(organs, window)
         self.locator, self.organs = locator, organs
         self.model_label_names: dict[int, str] = dict(organs.label_names or FLARE_ORGANS)  # id -> organ name
         self.roi_subset = subset_ids(self.model_label_names, roi_subset) if roi_subset else None
@@ -269,6 +299,9 @@ class FlareCascadePredictor:
         if orientation == MODEL_ORIENTATION:
             orientation = models_orientation(organs.orientation, locator.orientation if locator else None)
         self.orientation = orientation  # None: process the array as read
+        # whose choice of a NIfTI's qform / sform the organ model was trained with (nifti_transforms.py)
+        self.nifti_reader = "nibabel" if organs.reader in NIBABEL_READERS else "itk"
+        self.models_identity = short_digest(locator.identity if locator else "", organs.identity)
 
     # ------------------------------------------------------------------ single case
     def predict(self, image, spacing: Sequence[float] | None = None, origin: Sequence[float] | None = None,
@@ -288,7 +321,10 @@ class FlareCascadePredictor:
         start = watch.last
         given = as_api_input(image_or_path, spacing, origin, direction)
         image = given.image if given.image is not None else read_image(given.path)
+        transforms, warnings = None, []
         if given.path is not None:
+            image, transforms, warning = take_models_transform(image, given.path, self.nifti_reader)
+            warnings += [warning] if warning else []
             watch.lap("read")
         name = given.path.name if given.path is not None else "input"
         # an image made here (read from a file, or from a NumPy / nibabel input) is repaired in place, so a huge scan
@@ -297,13 +333,14 @@ class FlareCascadePredictor:
         image = prepared.image  # checked, repaired, canonical orientation; the input is no longer referenced here
         watch.lap("check_input")
         array = sitk.GetArrayViewFromImage(image)  # (z, y, x), no copy
-        warnings: list[str] = list(prepared.warnings)
+        warnings += prepared.warnings
         box, from_locator = self._locate(image, array, watch, warnings)
-        working_labels, scores, wshape, n_patches = self._segment(image, array, box, watch)
+        working_labels, scores, wshape, windows = self._segment(image, array, box, watch)
+        windows = [windows]
         located = box
         if self.follow_organs:
-            box_labels, box, n_more = self._follow(image, array, box, working_labels, scores, watch)
-            n_patches += n_more
+            box_labels, box, slab_windows = self._follow(image, array, box, working_labels, scores, watch)
+            windows += slab_windows
             slabs = ((z, box_labels[z:z + SLAB_SLICES])
                      for z in range(0, box_labels.shape[0], SLAB_SLICES))
         else:
@@ -319,11 +356,12 @@ class FlareCascadePredictor:
             statistics = organ_statistics(array[box.slices], crop_labels, self.label_names, voxel_ml)
             watch.lap("statistics")
         timings["total"] = time.perf_counter() - start
-        return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape, n_patches, timings,
-                             warnings, volumes, list(prepared.notes), prepared.report(),
-                             prepared.values_on_input(self.organs.spacing), statistics, image,
+        return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape,
+                             sum(count for _, count in windows), timings, warnings, volumes, list(prepared.notes),
+                             prepared.report(), prepared.values_on_input(self.organs.spacing), statistics, image,
                              prepared.canonical_labels,
-                             prepared.box_on_input(located, array.shape) if located != box else None)
+                             prepared.box_on_input(located, array.shape) if located != box else None,
+                             windows=windows, nifti_transforms=transforms)
 
     def _restore(self, prepared: PreparedInput, slabs: Iterable[tuple[int, np.ndarray]],
                  box: Box) -> tuple[sitk.Image, np.ndarray]:
@@ -360,13 +398,14 @@ class FlareCascadePredictor:
         return self._box_labels(labels, scores, box.shape)
 
     def _follow(self, image: sitk.Image, array: np.ndarray, box: Box, working_labels: np.ndarray,
-                scores: np.ndarray | None, watch: _Stopwatch) -> tuple[np.ndarray, Box, int]:
+                scores: np.ndarray | None, watch: _Stopwatch
+                ) -> tuple[np.ndarray, Box, list[tuple[tuple[int, ...], int]]]:
         """The labels of `box` on the input grid, grown (box_following.py) for up to `follow_organs` rounds while
-        they reach a face of the box that is not the scan's edge: (labels of the final box, the final box, the tiles
-        the new slabs took)."""
+        they reach a face of the box that is not the scan's edge: (labels of the final box, the final box, the
+        windows of the new slabs)."""
         labels = self._box_labels(working_labels, scores, box.shape)
         half_patch = half_patch_voxels(self.organs.patch_size, self.organs.spacing, image.GetSpacing()[::-1])
-        n_patches = 0
+        windows = []
         for _ in range(self.follow_organs):
             faces = touched_faces(labels, box, array.shape)
             if not faces:
@@ -375,14 +414,14 @@ class FlareCascadePredictor:
             merged = np.zeros(grown.shape, dtype=np.uint8)
             merged[relative(box, grown)] = labels
             for slab in extension_slabs(box, grown, faces, half_patch):
-                slab_labels, slab_scores, _, n = self._segment(image, array, slab, watch)
+                slab_labels, slab_scores, _, slab_windows = self._segment(image, array, slab, watch)
                 part = self._box_labels(slab_labels, slab_scores, slab.shape)
                 new = outside_mask(slab, box)  # what the box held stays as it was
                 merged[relative(slab, grown)][new] = part[new]
-                n_patches += n
+                windows.append(slab_windows)
             labels, box = keep_connected_to(merged, relative(box, grown)), grown
             watch.lap("follow_organs")
-        return labels, box, n_patches
+        return labels, box, windows
 
     def _locate(self, image: sitk.Image, array: np.ndarray, watch: _Stopwatch,
                 warnings: list[str]) -> tuple[Box, bool]:
@@ -409,12 +448,13 @@ class FlareCascadePredictor:
         return box, found
 
     def _segment(self, image: sitk.Image, array: np.ndarray, box: Box,
-                 watch: _Stopwatch) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int], int]:
+                 watch: _Stopwatch) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int],
+                                             tuple[tuple[int, ...], int]]:
         """Labels (uint8) of `box` at the organ network's working resolution, their class scores (restore='linear';
-        else None), the working shape and the tile count."""
-        patch = self.organs.patch_size
+        else None), the working shape and the windows (shape, count)."""
         crop = array[box.slices]
         wshape = working_shape(crop.shape, image.GetSpacing()[::-1], self.organs.spacing)
+        patch = self.organs.patch_size if self.window_range is None else fitted_window(wshape, self.window_range)
         x = resize_linear(crop, wshape)
         self.organs.normalization(x)
         offset, scale = resize_offset_and_scale(box.start, crop.shape, wshape)
@@ -443,7 +483,7 @@ class FlareCascadePredictor:
         watch.lap("segment_network")
         labels = keep_largest_component_per_label(np.ascontiguousarray(labels))
         watch.lap("postprocess")
-        return labels, scores, wshape, n_patches
+        return labels, scores, wshape, (tuple(patch), n_patches)
 
     # ------------------------------------------------------------------ batches
     def predict_files(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], output_folder: str | os.PathLike,
@@ -458,9 +498,15 @@ class FlareCascadePredictor:
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
                 "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
-                "orientation": self.orientation or "as read", "folds": self.folds, "tta": self.tta,
+                "orientation": self.orientation or "as read", "nifti_reader": self.nifti_reader,
+                "folds": self.folds, "tta": self.tta,
                 "shift_tta": self.shift_tta,
                 "restore": self.restore, "follow_organs": self.follow_organs,
+                "window": "tiles" if self.window_range is None else "fitted",
+                "window_range": None if self.window_range is None else {
+                    "minimum_xyz": list(self.window_range.minimum[::-1]),
+                    "maximum_xyz": list(self.window_range.maximum[::-1]), "max_voxels": self.window_range.max_voxels,
+                    "trained": self.organs.window_range is not None},
                 "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
                 "roi_subset": [self.model_label_names[i] for i in self.roi_subset] if self.roi_subset else None,
                 "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),

@@ -79,10 +79,28 @@ def segment_description(number: int, name: str, rgb: tuple[int, int, int], algor
     return description
 
 
+def with_study_uid(datasets: list, warnings: list[str]) -> list:
+    """A DICOM-SEG belongs to its source's study: StudyInstanceUID is required. Where an anonymizer blanked it, the
+    source gets one new UID (in memory only) and the SEG with it, with a warning; a blank SeriesInstanceUID cannot
+    be made up (the SEG's reference to the series would point nowhere), so it is only warned about."""
+    hd = highdicom_module()
+    if not all(str(ds.get("StudyInstanceUID", "") or "").strip() for ds in datasets):
+        uid = hd.UID()
+        for ds in datasets:
+            ds.StudyInstanceUID = uid
+        warnings.append(f"The source series has no StudyInstanceUID (blanked by an anonymizer?): the DICOM-SEG got "
+                        f"a new one, {uid}, so an archive files it in a study of its own.")
+    if not str(datasets[0].get("SeriesInstanceUID", "") or "").strip():
+        warnings.append("The source series has no SeriesInstanceUID: the DICOM-SEG's reference to it holds an empty "
+                        "series UID (its frames still reference each slice by SOPInstanceUID).")
+    return datasets
+
+
 def write_dicom_seg(labels: sitk.Image, source: str | os.PathLike, label_names: dict[int, str],
-                    path: str | os.PathLike) -> bool:
+                    path: str | os.PathLike, warnings: list[str]) -> bool:
     """A BINARY DICOM-SEG of the organs present in `labels` (the grid of the series at `source`), atomically.
-    False (nothing written) when no organ was found: a DICOM-SEG needs at least one segment."""
+    False (nothing written) when no organ was found: a DICOM-SEG needs at least one segment. What the source
+    lacks (with_study_uid) goes into `warnings`."""
     hd = highdicom_module()
     import pydicom
 
@@ -95,6 +113,7 @@ def write_dicom_seg(labels: sitk.Image, source: str | os.PathLike, label_names: 
     present = [int(v) for v in np.unique(array) if v and int(v) in label_names]
     if not present:
         return False
+    with_study_uid(datasets, warnings)
     colors = label_colors(label_names)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="nnunetv2-flare", version=__version__,

@@ -1,17 +1,19 @@
 """Reading CT inputs (NIfTI, MetaImage, NRRD files and DICOM series folders) and naming their predictions."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import SimpleITK as sitk
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 DICOM_FILE_ENDINGS = (".dcm", ".ima")  # a single slice given as input stands for its whole series
 SERIES_UID_TAG = "0020|000e"
+POSITION_TAG = "0020|0032"  # ImagePositionPatient: the slice's first voxel, mm
 OUTPUT_ENDING = ".nii.gz"
 CHANNEL_SUFFIX = "_0000"  # nnU-Net's channel suffix of the (only) CT channel
 CHANNEL_NAME = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net's <case>_<channel> file names
@@ -60,9 +62,22 @@ def case_name(path: str | os.PathLike) -> str:
     return name[: -len(CHANNEL_SUFFIX)] if name.endswith(CHANNEL_SUFFIX) else name
 
 
+@contextlib.contextmanager
+def itk_warnings_off() -> Iterator[None]:
+    """ITK's multi-line warnings ("No Series were found" for every folder without slices) off while the package
+    says what matters in one line; the caller's setting comes back after."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def dicom_series(folder: str | os.PathLike) -> list[str]:
     """Series UIDs of the DICOM files directly inside `folder` (empty if there are none)."""
-    return [s for s in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))]
+    with itk_warnings_off():
+        return [s for s in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))]
 
 
 def is_dicom_folder(folder: str | os.PathLike) -> bool:
@@ -85,21 +100,35 @@ def dicom_series_files(path: str | os.PathLike) -> list[str]:
     by slice position as SimpleITK reads them (array index z = list index)."""
     path = Path(path)
     if path.is_file():
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path.parent), series_uid_of_file(path)))
-    series = dicom_series(path)
-    if not series:
-        raise FileNotFoundError(f"No DICOM series in {path}: give a folder holding the slices of one series.")
-    if len(series) > 1:
-        from nnunetv2_flare.inference.input_checks import InputRefused
-        raise InputRefused(f"{path.name} holds {len(series)} DICOM series ({', '.join(series)}); put each "
-                           f"series in its own folder, or give one file of the series you want.")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+        folder, uid = path.parent, series_uid_of_file(path)
+    else:
+        series = dicom_series(path)
+        if not series:
+            raise FileNotFoundError(f"No DICOM series in {path}: give a folder holding the slices of one series.")
+        if len(series) > 1:
+            from nnunetv2_flare.inference.input_checks import InputRefused
+            raise InputRefused(f"{path.name} holds {len(series)} DICOM series ({', '.join(series)}); put each "
+                               f"series in its own folder, or give one file of the series you want.")
+        folder, uid = path, series[0]
+    with itk_warnings_off():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
 
 def read_dicom_series(path: str | os.PathLike) -> sitk.Image:
+    """The series on the grid ITK builds from it, after checking that its slices are where that grid puts them
+    (input_checks.check_slice_positions)."""
+    from nnunetv2_flare.inference.input_checks import check_slice_positions
+
+    files = dicom_series_files(path)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(dicom_series_files(path))
-    return reader.Execute()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # every slice's position, for the check
+    with itk_warnings_off():
+        image = reader.Execute()
+    positions = [reader.GetMetaData(k, POSITION_TAG) if reader.HasMetaDataKey(k, POSITION_TAG) else None
+                 for k in range(len(files))]
+    check_slice_positions(image, positions, Path(path).name)
+    return image
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
@@ -115,6 +144,10 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if path.is_dir() or (path.is_file() and is_dicom_file(path)):
         try:
             image = read_dicom_series(path)
+        except FileNotFoundError:
+            if not path.is_dir():
+                raise
+            return read_image(_single_case(path))  # the API's predict('study'): the one case below it, as the CLI
         except RuntimeError as e:  # ITK's multi-line text -> one line
             raise InputRefused(read_failure_reason(path, e)) from None
     elif path.is_file():
@@ -128,6 +161,17 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise FileNotFoundError(f"{path} does not exist.")
     image, _ = to_single_channel_3d(image, path.name)  # a 4D image with one volume becomes 3D
     return image
+
+
+def _single_case(folder: Path) -> Path:
+    """The one case a folder holds (an image file, or a DICOM series at any depth), or a refusal naming them."""
+    from nnunetv2_flare.inference.input_checks import InputRefused
+
+    cases = list_cases([folder])
+    if len(cases) != 1:
+        raise InputRefused(f"{folder.name} holds {len(cases)} cases ({', '.join(c.name for c in cases[:4])}"
+                           f"{' ...' if len(cases) > 4 else ''}); predict one at a time, or all with predict_files.")
+    return cases[0].path
 
 
 def _dicom_folders_below(folder: Path) -> list[Path]:

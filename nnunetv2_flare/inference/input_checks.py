@@ -39,6 +39,8 @@ AIR_CHECK_PERCENTILE = 0.5
 AIR_CHECK_HU = -500.0  # a CT of a body has air (outside, lungs, bowel gas) in its lowest 0.5 %
 NOT_HU_MAX = 1000.0  # nothing negative but values this high: not HU (smaller ranges only get the no-air warning)
 OBLIQUE_WARNING_DEGREES = 1.0
+# a DICOM slice further than this fraction of the slice spacing from where ITK's even grid puts it is misplaced
+SLICE_POSITION_TOLERANCE = 0.1
 # a label map: whole numbers >= 0 and few of them (FLARE has 14, TotalSegmentator 118); a CT in HU has negative
 # values, and an 8-bit windowed CT uses (nearly) all 256 grey values
 MAX_LABEL_VALUES = 128
@@ -207,6 +209,36 @@ def check_geometry(image: sitk.Image, name: str = "input") -> list[str]:
         warnings.append(f"Strongly anisotropic voxels {fmt(spacing)} mm: organs thinner than the largest spacing "
                         f"may be missed or blocky.")
     return warnings
+
+
+def check_slice_positions(image: sitk.Image, positions: list[str | None], name: str = "input") -> None:
+    """ITK reads a DICOM series onto an even grid: slice k at the origin plus k times one spacing along the slice
+    normal. The slices' own positions (ImagePositionPatient, projected on that normal) decide whether that is true;
+    where a slice lies off its grid position by more than SLICE_POSITION_TOLERANCE of the spacing (missing slices,
+    two acquisitions in one series) the series is refused: resampling it would invent slices across the gap and
+    put labels on slices no source image has (a DICOM-SEG references each source slice). Skipped where a slice
+    has no position."""
+    if len(positions) < 3 or any(not p for p in positions):
+        return
+    normal = direction_matrix(image)[:, 2]
+    try:
+        along = np.array([np.asarray(p.split("\\"), dtype=float) @ normal for p in positions])
+    except ValueError:  # a malformed position: nothing to compare
+        return
+    spacing = image.GetSpacing()[2]
+    grid = float(np.asarray(image.GetOrigin()) @ normal) + spacing * np.arange(len(along))
+    misplaced = float(np.abs(along - grid).max())
+    if misplaced <= SLICE_POSITION_TOLERANCE * spacing:
+        return
+    gaps = np.abs(np.diff(along))
+    shown = sorted({round(float(g), 2) for g in gaps})
+    listed = ", ".join(f"{g:g}" for g in shown[:4]) + (" ..." if len(shown) > 4 else "")
+    cause = ("two slices share a position: the series mixes acquisitions" if gaps.min() < 1e-3
+             else "slices are missing, or the series mixes acquisitions")
+    raise InputRefused(f"{name}: the slice positions are not evenly spaced (gaps of {listed} mm between "
+                       f"neighbouring slices): {cause}. Read as evenly spaced ({spacing:.3g} mm), slices would be "
+                       f"misplaced by up to {misplaced:.1f} mm; export the complete series, or resample it onto an "
+                       f"even grid yourself.")
 
 
 # ------------------------------------------------------------------------------------------------ intensities

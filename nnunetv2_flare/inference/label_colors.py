@@ -1,5 +1,5 @@
-"""Colours of the labels (previews, 3D Slicer colour tables), chosen by organ name so that a model trained on any
-label set gets familiar colours for the organs it shares with FLARE and distinct ones for the rest."""
+"""Colours of the labels (previews, 3D Slicer colour tables, DICOM-SEG), chosen by organ name so that a model
+trained on any label set gets the same colours for the organs it shares with FLARE and distinct ones for the rest."""
 from __future__ import annotations
 
 import os
@@ -8,13 +8,16 @@ from nnunetv2_flare.atomic_io import atomic_write
 
 RGB = tuple[int, int, int]
 
-# close to 3D Slicer's GenericAnatomyColors for these structures, so a Slicer user sees what they are used to
+# one colour per FLARE organ, each told apart from every other at a glance (CIELAB distance at least 25) and none
+# washed out (chroma at least 30, so that it shows over the grey CT); liver, spleen, aorta and IVC as in 3D Slicer's
+# GenericAnatomyColors, the others chosen apart from them (Slicer's own stomach and liver are nearly one colour, its
+# duodenum near-white)
 ORGAN_COLORS: dict[str, RGB] = {
-    "liver": (221, 130, 101), "spleen": (157, 108, 162), "right_kidney": (185, 102, 83),
-    "left_kidney": (205, 170, 60), "kidney": (185, 102, 83), "pancreas": (249, 180, 111),
+    "liver": (221, 130, 101), "spleen": (157, 108, 162), "right_kidney": (160, 60, 50),
+    "left_kidney": (200, 90, 20), "kidney": (160, 60, 50), "pancreas": (249, 190, 120),
     "aorta": (224, 40, 40), "inferior_vena_cava": (0, 151, 206), "right_adrenal_gland": (244, 214, 49),
-    "left_adrenal_gland": (230, 160, 40), "gallbladder": (139, 150, 98), "esophagus": (211, 171, 143),
-    "stomach": (216, 132, 105), "duodenum": (255, 253, 229), "abdomen": (128, 174, 128),
+    "left_adrenal_gland": (150, 150, 20), "gallbladder": (60, 170, 70), "esophagus": (0, 200, 190),
+    "stomach": (230, 100, 190), "duodenum": (110, 80, 230), "abdomen": (128, 174, 128),
 }
 # for names not above: well separated hues (matplotlib's tab10, as 8-bit RGB)
 FALLBACK_COLORS: tuple[RGB, ...] = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),

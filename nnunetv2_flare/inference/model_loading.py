@@ -19,6 +19,8 @@ import numpy as np
 from nnunetv2_flare import names
 from nnunetv2_flare.inference.backends import SegmentationModel
 from nnunetv2_flare.inference.backends.torch import NetworkModel, checkpoint_configuration, load_network
+from nnunetv2_flare.inference.request_record import model_digest
+from nnunetv2_flare.window_shapes import WindowRange
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +59,13 @@ class Phase:
     source: str = "injected"
     label_names: dict[int, str] | None = None  # from the model's dataset.json; None: the FLARE organs
     orientation: str | None = None  # the voxel orientation it was trained in; None: not fixed by its plans
+    reader: str | None = None  # the plans' image_reader_writer (nifti_transforms.py); None: SimpleITK's reading
+    identity: str = "injected"  # digest of its plans, dataset.json and checkpoints (request_record.model_digest)
+    stride: int = 1  # the network's total stride: windows other than the patch are multiples of it
+    batch_size: int = 1  # the plans' batch size (the voxel budget of windows fitted for a fixed-patch model)
+    # array order: the window shapes the model was trained on (any-window training, window_shapes.py); None: its
+    # patch alone
+    window_range: WindowRange | None = None
 
 
 # nnU-Net reader / writer -> the orientation its arrays are in (readers not listed give arrays as stored)
@@ -186,10 +195,12 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
         if backend == "openvino":  # imported here: OpenVINO is an optional extra
             from nnunetv2_flare.inference.backends.openvino import openvino_phase_model
             return openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads, precision,
-                                        labels=labels_out)
+                                        labels=labels_out, stride=stride)
         return NetworkModel(network(), transpose, device)
 
+    stride = total_stride(config["architecture"])
     members = [fold_model(c) for c in checkpoint_files]
+    window_range = trained_window_range(members, transpose)
     if tta:
         members = [Mirrored(m, axes) for m in members for axes in MIRROR_AXES]
     if shift_tta:
@@ -200,7 +211,28 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
                  patch_size=_to_array_order(patch_size, transpose),
                  spacing=_to_array_order([float(s) for s in config["spacing"]], transpose),
                  num_classes=num_classes, source=", ".join(map(str, checkpoint_files)),
-                 label_names=label_names(dataset_json), orientation=training_orientation(plans))
+                 label_names=label_names(dataset_json), orientation=training_orientation(plans),
+                 reader=plans.get("image_reader_writer"), identity=model_digest(folder, checkpoint_files),
+                 stride=stride,
+                 batch_size=int(config.get("batch_size", 1)), window_range=window_range)
+
+
+def total_stride(architecture: dict) -> int:
+    """The network's total stride from the plans' `strides` (the largest along any axis; 1 without strides)."""
+    strides = architecture.get("arch_kwargs", {}).get("strides")
+    if not strides:
+        return 1
+    return int(max(np.prod(np.asarray(strides, dtype=np.int64), axis=0)))
+
+
+def trained_window_range(members: Sequence, transpose_forward: Sequence[int]) -> WindowRange | None:
+    """The window range every fold's checkpoint records, in the array order as read; None where any fold was
+    trained on its patch alone or the folds' ranges differ (they are then run on their common patch)."""
+    records = [getattr(m, "trained_window", None) for m in members]
+    if not records or any(r is None or r != records[0] for r in records):
+        return None
+    backward = sorted(range(len(transpose_forward)), key=lambda i: transpose_forward[i])
+    return WindowRange.from_dict(records[0]).permuted(backward)
 
 
 def resolve_model_folders(dataset: str | int, locator_trainer: str = names.LOCATOR_TRAINER,

@@ -35,10 +35,14 @@ def organ_statistics(ct: np.ndarray, labels: np.ndarray, label_names: dict[int, 
 
 
 def subset_ids(label_names: dict[int, str], names: Sequence[str]) -> list[int]:
-    """Label ids of the organ names in `names` (--roi_subset); one-line error naming the valid names."""
-    by_name = {n: i for i, n in label_names.items()}
-    unknown = [n for n in names if n not in by_name]
+    """Label ids of the organ names in `names` (--roi_subset), compared as plan_and_preprocess compares them:
+    ignoring case, with spaces and hyphens as underscores (Liver, right-kidney, IVC); one-line error naming the
+    valid names."""
+    from nnunetv2_flare.planning.dataset_checks import organ_key
+
+    by_name = {organ_key(n): i for i, n in label_names.items()}
+    unknown = [n for n in names if organ_key(n) not in by_name]
     if unknown:
         raise ValueError(f"--roi_subset: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a label "
                          f"of this model; its labels are: {' '.join(label_names.values())}.")
-    return sorted({by_name[n] for n in names})
+    return sorted({by_name[organ_key(n)] for n in names})

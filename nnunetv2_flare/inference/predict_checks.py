@@ -10,10 +10,13 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from nnunetv2_flare.cli_errors import UsageError
 from nnunetv2_flare.names import MODEL_ORIENTATION
+
+if TYPE_CHECKING:
+    from nnunetv2_flare.inference.image_io import InputCase
 
 DATASET_NAME = re.compile(r"^Dataset\d{3}_\S+$")
 
@@ -63,11 +66,15 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--report {args.report} names a folder; give a file name such as report.json.")
 
 
-def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+def _resolved(path: str | os.PathLike) -> Path:
     try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:  # a loop of links: not the same as anything we write
-        return False
+        return Path(path).resolve()
+    except OSError:  # a loop of links: compared as written
+        return Path(path).absolute()
+
+
+def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return _resolved(a) == _resolved(b)
 
 
 def check_output_apart_from_inputs(inputs: Sequence[str], output: str) -> None:
@@ -80,8 +87,15 @@ def check_output_apart_from_inputs(inputs: Sequence[str], output: str) -> None:
                              f"the CTs. Give a separate output folder, e.g. -o {Path(output).name or 'out'}_labels.")
 
 
-def check_report_path(report: str | os.PathLike) -> None:
-    """The report must be writable where it was asked for; found out now, not after the whole batch."""
+def check_report_path(report: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (),
+                      cases: Sequence[InputCase] = (), targets: dict[str, Path] | None = None) -> None:
+    """The report must be writable where it was asked for, found out now, not after the whole batch; and it must
+    not replace a file this command did not write as a report: an input, an output of this run (a label file or a
+    companion of one), or any existing file that is not a prediction report."""
+    from nnunetv2_flare.atomic_io import refuse_to_replace
+    from nnunetv2_flare.inference.case_outputs import companion_files
+    from nnunetv2_flare.inference.report_merge import is_prediction_report
+
     path = Path(report)
     if path.is_dir():
         raise UsageError(f"--report {report} is a folder; give a file name such as {path / 'report.json'}.")
@@ -93,6 +107,17 @@ def check_report_path(report: str | os.PathLike) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--report {report}: {existing} is not writable; choose another --report path or fix the "
                          f"permissions.")
+    where = _resolved(path)
+    if where in {_resolved(p) for p in (*inputs, *(c.path for c in cases))}:
+        raise UsageError(f"--report {report} is an input of this run; give the report a file of its own, e.g. "
+                         f"report.json.")
+    for name, target in (targets or {}).items():
+        companions = companion_files(target)
+        if where in {_resolved(p) for p in (target, *companions.values())} or \
+                _resolved(companions["s"]) in where.parents:
+            raise UsageError(f"--report {report} is an output of this run (the labels of {name} or a file beside "
+                             f"them); give the report a file of its own, e.g. report.json.")
+    refuse_to_replace(path, is_prediction_report, "--report", "a prediction report")
 
 
 def prepare_report_folder(report: str | os.PathLike) -> None:
@@ -116,12 +141,10 @@ def check_paths(args: argparse.Namespace) -> None:
     outputs = OutputOptions(split_masks=args.split_masks, preview=args.preview, color_table=args.color_table,
                             output_type=args.output_type)
     try:
-        check_request(args.i, args.o, outputs)
+        cases, targets = check_request(args.i, args.o, outputs)
     except UsageError:
         raise
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.report:
-        check_report_path(args.report)
-        if _same_path(args.report, args.o):
-            raise UsageError(f"--report {args.report} is the -o file; give the report its own name.")
+        check_report_path(args.report, args.i, cases, targets)

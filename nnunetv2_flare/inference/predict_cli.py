@@ -17,6 +17,7 @@ from nnunetv2_flare.names import (
     ORGAN_TRAINER,
     PLANS,
     RESTORE_MODES,
+    WINDOW_MODES,
 )
 
 PROG = "nnUNetv2_flare_predict"
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(found at any depth: study/series), or one DICOM file (its whole series)")
     p.add_argument("-o", required=True, metavar="OUTPUT",
                    help="output folder: one <case>.nii.gz (uint8) per case; or, for a single input case, the label "
-                        "file itself (e.g. -o seg.nii.gz; .nii.gz .nii .mha .nrrd)")
+                        "file itself (e.g. -o seg.nii.gz; .nii.gz .nii .mha .nrrd). An existing label file is kept "
+                        "only if it was made for the same request (input bytes, models, options)")
     p.add_argument("-d", metavar="DATASET", type=dataset_name_or_id, help="dataset name or id, e.g. 220; models under $nnUNet_results")
     p.add_argument("-f", nargs="+", default=["all"], metavar="FOLD",
                    help="fold(s): all (default), one fold, or several (e.g. -f 0 1 2 3 4): an ensemble that averages "
@@ -59,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="organ network precision: fp32 (default) or bf16 (OpenVINO on a CPU with native bf16: "
                         "AVX512_BF16 or AMX)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="predict every case again and replace its output, whatever wrote it")
     p.add_argument("--continue_prediction", action="store_true",
-                   help="keep existing outputs (the default; accepted for nnU-Net compatibility)")
+                   help="keep existing outputs made for the same request (the default; accepted for nnU-Net "
+                        "compatibility)")
     p.add_argument("--report", metavar="REPORT_JSON",
                    help="write a JSON report: per case stage times, crop box, warnings, organ volumes (mL)")
     p.add_argument("--margin_mm", type=float, default=None, help="crop margin around the located abdomen (15)")
@@ -73,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile step as a fraction of the patch, 0 < S <= 1 (nnU-Net's -step_size; nnU-Net uses 0.5): "
                         "smaller means more overlap and more tiles, each voxel labelled by the tile whose centre is "
                         "nearest. Default: the fewest tiles that cover the crop (the paper's setting)")
+    p.add_argument("--window", default=WINDOW_MODES[0], choices=list(WINDOW_MODES),
+                   help="the organ network's windows: 'tiles' of its training patch (the paper's 96^3 sliding "
+                        "window), 'fitted' to the crop (one window over the whole crop where it fits the window "
+                        "range the model was trained on, else the fewest near-equal windows: fewer voxels "
+                        "computed), or 'auto' (default): fitted for models trained for any window "
+                        "(nnUNetTrainerFlareOrgansAnyWindow, recorded in the checkpoint), tiles otherwise")
     p.add_argument("--restore", default=RESTORE_MODES[0], choices=list(RESTORE_MODES),
                    help="how the organ labels return from the network's spacing to the scan's grid: 'nearest' "
                         "(the labels, the paper's way; default, fastest) or 'linear' (the class scores interpolated "
@@ -138,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def interrupted() -> str:
         where = f" in {args[0].o}" if args else ""
         return (f"interrupted. Finished outputs{where} are complete and nothing half-written was left; run the same "
-                f"command again to predict the rest (finished cases are skipped).")
+                f"command again to predict the rest (finished cases are kept).")
 
     # FileNotFoundError (models, checkpoints) and RuntimeError (nnUNet_results unset, output folder, backend) are
     # the library's one-line refusals; ValueError is mapped inside _predict
@@ -147,20 +157,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     """Checks on the paths, models, folders, then the batch; every refusal before the first case."""
-    check_paths(args)
     import SimpleITK as sitk
 
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
+    check_paths(args)
     from nnunetv2_flare.inference.batch_safety import prepare_output_folder, sigterm_as_interrupt
     from nnunetv2_flare.inference.cascade import FlareCascadePredictor
     from nnunetv2_flare.inference.case_outputs import OutputOptions, output_folder_of
     from nnunetv2_flare.inference.model_loading import resolve_model_folders
     from nnunetv2_flare.inference.predict_checks import prepare_report_folder
 
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
     orientation = None if args.orientation.lower() in ("as_read", "none") else \
         MODEL_ORIENTATION if args.orientation.lower() == MODEL_ORIENTATION else args.orientation.upper()
     options = {"progress": not args.disable_progress_bar, "orientation": orientation, "restore": args.restore,
-               "follow_organs": args.follow_organs}
+               "follow_organs": args.follow_organs, "window": args.window}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size
     if args.roi_subset:
@@ -189,7 +199,7 @@ def _predict(args: argparse.Namespace) -> int:
                                              num_parts=args.num_parts, part_id=args.part_id, outputs=outputs)
     except ValueError as e:  # the predictor's own checks (folds, precision, roi names) are misuse too
         raise UsageError(str(e)) from None
-    print(f"{PROG}: {len(result.done)} predicted, {len(result.skipped)} kept (output existed), "
+    print(f"{PROG}: {len(result.done)} predicted, {len(result.skipped)} kept (same request), "
           f"{len(result.failed)} failed -> {args.o}")
     for name, error in result.failed.items():
         print(f"  FAILED {name}: {error}", file=sys.stderr)

@@ -16,15 +16,19 @@ from nnunetv2_flare import names
 from nnunetv2_flare.atomic_io import atomic_path, write_json_atomic
 from nnunetv2_flare.inference.model_loading import fold_folder_name
 from nnunetv2_flare.labels import dataset_json_labels
+from nnunetv2_flare.window_shapes import WindowRange
 
 # CT foreground statistics of a typical abdominal dataset (used only for normalization of random models)
 CT_INTENSITY_PROPERTIES = {"max": 3071.0, "mean": 90.0, "median": 95.0, "min": -1024.0,
                            "percentile_00_5": -980.0, "percentile_99_5": 1100.0, "std": 180.0}
 
-PAPER_LOCATOR_KWARGS: dict = {}  # FlareLocator's defaults are the paper's configuration
-PAPER_ORGAN_KWARGS: dict = {}
+# the networks' defaults are the paper's configuration; `strides` as the plans name them (the deep-supervision
+# scales and the organ network's total stride, 16, which windows other than the patch are multiples of)
+ORGAN_STRIDES = [[1, 1, 1]] + [[2, 2, 2]] * 4
+PAPER_LOCATOR_KWARGS: dict = {}
+PAPER_ORGAN_KWARGS: dict = {"strides": ORGAN_STRIDES}
 TINY_LOCATOR_KWARGS = {"features_per_stage": [8, 16, 32, 64], "head_embed_dim": 16, "head_fuse_groups": 16}
-TINY_ORGAN_KWARGS = {"features_per_stage": [6, 12, 24, 48], "head_dim": 6}
+TINY_ORGAN_KWARGS = {"features_per_stage": [6, 12, 24, 48], "head_dim": 6, "strides": ORGAN_STRIDES}
 
 
 def plans_configuration(network_class: str, arch_kwargs: dict, patch_size: Sequence[int],
@@ -48,7 +52,9 @@ def plans_configuration(network_class: str, arch_kwargs: dict, patch_size: Seque
 def write_random_model_folder(folder: str | os.PathLike, dataset_name: str, configuration: str, network_class: str,
                               arch_kwargs: dict, labels: dict[str, int], patch_size: Sequence[int],
                               spacing: Sequence[float], fold: str | int = "all", seed: int = 0,
-                              transpose_forward: Sequence[int] = (0, 1, 2)) -> Path:
+                              transpose_forward: Sequence[int] = (0, 1, 2),
+                              window_range: WindowRange | None = None) -> Path:
+    """`window_range` (network axis order): recorded in the checkpoint as any-window training records it."""
     folder = Path(folder)
     (folder / fold_folder_name(fold)).mkdir(parents=True, exist_ok=True)
     backward = sorted(range(3), key=lambda i: transpose_forward[i])
@@ -70,6 +76,8 @@ def write_random_model_folder(folder: str | os.PathLike, dataset_name: str, conf
     checkpoint = {"network_weights": network.state_dict(), "trainer_name": "random_weights",
                   "init_args": {"configuration": configuration, "fold": fold},
                   "inference_allowed_mirroring_axes": None}
+    if window_range is not None:
+        checkpoint[names.WINDOW_CHECKPOINT_KEY] = window_range.to_dict()
     with atomic_path(folder / fold_folder_name(fold) / names.CHECKPOINT) as tmp:
         torch.save(checkpoint, tmp)
     return folder
@@ -81,10 +89,12 @@ def write_random_cascade(results_folder: str | os.PathLike, dataset_name: str = 
                          organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), fold: str | int = "all",
                          organ_configuration: str = names.ORGAN_CONFIGURATION,
                          transpose_forward: Sequence[int] = (0, 1, 2), seed_offset: int = 0,
-                         labels: dict[str, int] | None = None) -> tuple[Path, Path]:
+                         labels: dict[str, int] | None = None,
+                         organ_window_range: WindowRange | None = None) -> tuple[Path, Path]:
     """Locator and organ folders under `<results_folder>/<dataset_name>/`; tiny=False: the paper's networks.
     Calling it again with another `fold` (and `seed_offset`, so the folds differ) adds that fold. `labels`: the
-    organ model's dataset.json labels (default: the 13 FLARE organs)."""
+    organ model's dataset.json labels (default: the 13 FLARE organs). `organ_window_range`: the organ checkpoint
+    says it was trained for these windows (window_shapes.py)."""
     base = Path(results_folder) / dataset_name
     locator = write_random_model_folder(
         base / f"{names.LOCATOR_TRAINER}__{names.PLANS}__{names.LOCATOR_CONFIGURATION}", dataset_name,
@@ -96,5 +106,5 @@ def write_random_cascade(results_folder: str | os.PathLike, dataset_name: str = 
         base / f"{names.ORGAN_TRAINER}__{names.PLANS}__{organ_configuration}", dataset_name, organ_configuration,
         "nnunetv2_flare.networks.FlareOrganNet", TINY_ORGAN_KWARGS if tiny else PAPER_ORGAN_KWARGS,
         labels or dataset_json_labels(), organ_patch_size, organ_spacing, fold, seed=2 + seed_offset,
-        transpose_forward=transpose_forward)
+        transpose_forward=transpose_forward, window_range=organ_window_range)
     return locator, organs

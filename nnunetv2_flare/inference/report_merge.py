@@ -1,13 +1,13 @@
 """Resuming with the same --report: the earlier report's entries are kept, not replaced.
 
-A rerun skips the cases whose labels exist; without this, their entries (volumes, timings, crop box) would vanish
+A rerun keeps the label files made for the same request (request_record.py); without this, their entries (volumes, timings, crop box) would vanish
 from the report that the rerun writes. Rules:
 - every case of the earlier report is kept (also cases outside this run's inputs or part);
 - a case this run skips because its output exists keeps its earlier entry's measurements, with this run's status;
 - a case this run predicts (or fails) gets this run's entry; "failed" lists only the current failures;
 - "settings" are this run's.
-An unreadable earlier report (not JSON, another layout) is left out with a warning: it is replaced atomically, so a
-broken file is not worth stopping a batch for.
+An existing file that is not a prediction report is never replaced: the command refuses it before any work
+(predict_checks.check_report_path).
 """
 from __future__ import annotations
 
@@ -18,17 +18,19 @@ from pathlib import Path
 EARLIER_RUN_KEY = "from_earlier_run"  # marks measurements carried over from the report being resumed
 
 
-def earlier_report(report: str | os.PathLike | None) -> tuple[dict, str | None]:
-    """(earlier report, warning): the report's content if it is one of ours, else ({}, why it was left out)."""
+def is_prediction_report(data: object) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("cases"), dict) and isinstance(data.get("settings"), dict)
+
+
+def earlier_report(report: str | os.PathLike | None) -> dict:
+    """The report being resumed, {} where there is none (check_report_path refused anything else)."""
     if not report or not Path(report).is_file():
-        return {}, None
+        return {}
     try:
         data = json.loads(Path(report).read_text())
-    except (OSError, ValueError) as e:
-        return {}, f"the existing report {report} could not be read ({type(e).__name__}); it is replaced"
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
-        return {}, f"the existing report {report} is not a prediction report; it is replaced"
-    return data, None
+    except (OSError, ValueError):
+        return {}
+    return data if is_prediction_report(data) else {}
 
 
 def start_report(settings: dict, earlier: dict) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Sequence
@@ -13,13 +14,23 @@ from nnunetv2_flare.phantoms.scan import FOVS, SHAPES
 PROG = "nnUNetv2_flare_make_phantoms"
 
 
+# a phantom keeps at least 8 voxels in-plane (scan.py): below 8 / 512 of the clinical grid its voxels would outgrow
+# the body instead of the grid shrinking
+MIN_SHAPE_FACTOR = 8 / 512
+
+
 def _shape(value: str) -> float | str:
+    """argparse type of --shape: checked while parsing, so that a bad factor is refused before any folder is made."""
     if value in SHAPES:
         return value
     try:
-        return float(value)
+        factor = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape must be one of {list(SHAPES)} or a factor in (0, 1]") from None
+        factor = math.nan
+    if not MIN_SHAPE_FACTOR <= factor <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"give one of {list(SHAPES)} or a factor in "
+                                         f"[{MIN_SHAPE_FACTOR:g}, 1] of the clinical 512 x 512 grid; got {value!r}")
+    return factor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", default=None, help="folder to write the dataset folder into (default: $nnUNet_raw)")
     parser.add_argument("--shape", type=_shape, default="full",
                         help="voxel grid: full (clinical 512 x 512, 0.6-1.0 mm, 1-5 mm slices), half, small "
-                             "(128 x 128, 4x larger voxels: for CPU demos and tests), tiny, or a factor in (0, 1]")
+                             "(128 x 128, 4x larger voxels: for CPU demos and tests), tiny, or a factor in "
+                             f"[{MIN_SHAPE_FACTOR:g}, 1]")
     parser.add_argument("--fov", choices=sorted(FOVS), default=None,
                         help="field of view for every case (default: random per case)")
     parser.add_argument("-np", type=int, default=1, help="number of processes (default 1)")

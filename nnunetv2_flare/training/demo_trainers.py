@@ -22,6 +22,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_flare.names import SEED_ENV, THREADS_ENV
+from nnunetv2_flare.training.any_window import AnyWindowTraining
 from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
 from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
 from nnunetv2_flare.training.time_boxed import TimeBoxedTraining, env_number
@@ -82,3 +83,7 @@ class nnUNetTrainerFlareLocator_demo(_DemoTraining, nnUNetTrainerFlareLocator):
 class nnUNetTrainerFlareOrgans_demo(_DemoTraining, nnUNetTrainerFlareOrgans):
     time_box_lr = DEMO_ORGAN_LR
     warmup_epochs = 2
+
+
+class nnUNetTrainerFlareOrgansAnyWindow_demo(AnyWindowTraining, nnUNetTrainerFlareOrgans_demo):
+    """The demo's organ trainer with a window shape drawn per batch (any_window.py)."""

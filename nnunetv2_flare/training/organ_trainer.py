@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from nnunetv2_flare.training.any_window import AnyWindowTraining
 from nnunetv2_flare.training.flare_trainer_base import nnUNetTrainerFlareBase
 
 
@@ -16,3 +17,8 @@ class nnUNetTrainerFlareOrgans(nnUNetTrainerFlareBase):
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.oversample_foreground_percent = 5 / 6
+
+
+class nnUNetTrainerFlareOrgansAnyWindow(AnyWindowTraining, nnUNetTrainerFlareOrgans):
+    """The paper's trainer with a window shape drawn per batch (any_window.py): predicted with windows fitted to
+    the crop instead of 96^3 tiles (`nnUNetv2_flare_predict --window`)."""

@@ -1,8 +1,8 @@
 """Short variants of the FLARE trainers for smoke tests and CPU runs. Same networks (from the plans' configuration),
 loss, optimizer and schedule shape; fewer and smaller steps.
 
-`_debug`: 2 epochs of 2 iterations, batch 2, no test-time mirroring in validation; the organ variant also uses
-48^3 patches (its network is unchanged and works on any size divisible by 16). Minutes on a laptop CPU.
+`_debug`: 2 epochs of 2 iterations, batch 2, no test-time mirroring in validation; the organ variants (fixed and
+any-window) also use 48^3 patches (its network is unchanged and works on any size divisible by 16). Minutes on a laptop CPU.
 `_5min` / `_30min`: for CPU runs; 10 iterations of batch 2 per epoch, as many epochs as fit the wall-clock budget
 (re-planned after every epoch, so the cosine schedule still runs to its end), at most the paper's 150
 (time_boxed.py).
@@ -13,7 +13,7 @@ import torch
 
 from nnunetv2_flare.training.flare_trainer_base import shorten
 from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
-from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
+from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans, nnUNetTrainerFlareOrgansAnyWindow
 from nnunetv2_flare.training.time_boxed import TimeBoxedTraining
 
 
@@ -35,6 +35,13 @@ class nnUNetTrainerFlareLocator_debug(_NoTestTimeMirroring, nnUNetTrainerFlareLo
 
 
 class nnUNetTrainerFlareOrgans_debug(_NoTestTimeMirroring, nnUNetTrainerFlareOrgans):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        shorten(self, num_epochs=2, iterations_per_epoch=2, val_iterations=1, batch_size=2, patch_size=(48, 48, 48))
+
+
+class nnUNetTrainerFlareOrgansAnyWindow_debug(_NoTestTimeMirroring, nnUNetTrainerFlareOrgansAnyWindow):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)

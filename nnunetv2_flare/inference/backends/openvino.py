@@ -9,7 +9,7 @@ checkpoint or a new OpenVINO never reuses a stale model. Files are written under
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -21,21 +21,16 @@ import numpy as np
 
 from nnunetv2_flare.inference.backends.base import tensor_axes
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.request_record import file_digest
 from nnunetv2_flare.names import CACHE_ENV
 
 if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached model runs without it
     from torch import nn
 
 OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
-GRAPH_VERSION = 4  # bump when networks/inference_graph.py changes what it computes or how it is laid out
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+# bump when networks/inference_graph.py changes what it computes or how it is laid out, or what `convert` records
+GRAPH_VERSION = 5
+RT_INFO_WINDOW = ["nnunetv2_flare", "trained_window"]
 
 
 def cache_folders(checkpoint_file: Path) -> list[Path]:
@@ -56,8 +51,10 @@ def _writable_folder(candidates: Sequence[Path]) -> Path | None:
 
 
 def convert(network: nn.Module, input_shape: Sequence[int], labels: bool = True):
-    """An openvino.Model of the network's inference graph for one fixed input shape (1, 1, *patch): its argmax
-    labels (uint8, 1 x *patch), or with `labels=False` its logits."""
+    """An openvino.Model of the network's inference graph, traced at one input shape (1, 1, *patch): its argmax
+    labels (uint8, 1 x *patch), or with `labels=False` its logits. The model keeps the shape computations, so
+    `OpenVINOModel` reshapes it to other windows. The window range the network was trained on (its checkpoint's,
+    see load_network) travels in the model's rt_info."""
     import openvino as ov
     import torch
 
@@ -66,7 +63,16 @@ def convert(network: nn.Module, input_shape: Sequence[int], labels: bool = True)
     graph = build_inference_graph(network.eval(), labels)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings about shape checks that are constant for a fixed shape
-        return ov.convert_model(graph, example_input=torch.zeros(tuple(input_shape)))
+        model = ov.convert_model(graph, example_input=torch.zeros(tuple(input_shape)))
+    model.set_rt_info(json.dumps(getattr(network, "trained_window", None)), RT_INFO_WINDOW)
+    return model
+
+
+def trained_window(model) -> dict | None:
+    """The window range recorded at conversion (`convert`), None for a fixed-patch model."""
+    if not model.has_rt_info(RT_INFO_WINDOW):
+        return None
+    return json.loads(model.get_rt_info(RT_INFO_WINDOW).astype(str))
 
 
 def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, input_shape: Sequence[int],
@@ -76,7 +82,7 @@ def cached_model_path(network: Callable[[], nn.Module], checkpoint_file: Path, i
     that returns logits (fold ensembles), cached under its own name."""
     import openvino as ov
 
-    key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file), "x".join(map(str, input_shape[2:])),
+    key = "_".join([checkpoint_file.stem, file_digest(checkpoint_file)[:16], "x".join(map(str, input_shape[2:])),
                     f"g{GRAPH_VERSION}", "ov" + ov.get_version().split("-")[0]] + ([] if labels else ["logits"]))
     folders = cache_folders(checkpoint_file)
     for folder in folders:
@@ -127,24 +133,52 @@ def compile_on_cpu(model, config: dict, compile_cache: Path | None = None):
 
 class OpenVINOModel:
     """A compiled OpenVINO model of a network's labels (`convert`) as a phase model (`x, grid -> labels`, array order
-    as read), fixed input shape; or, converted with labels=False, of its logits (`.logits(x)`, ensemble members)."""
+    as read); or, converted with labels=False, of its logits (`.logits(x)`, ensemble members). It takes the shape it
+    was converted at and, compiled once per new shape (OpenVINO's kernel cache keeps them for later processes), any
+    other shape whose axes are multiples of `stride` (windows fitted to the crop)."""
 
     def __init__(self, model, input_shape: Sequence[int], transpose_forward: Sequence[int] = (0, 1, 2),
-                 threads: int | None = None, compile_cache: Path | None = None, precision: str = "fp32") -> None:
-        self.compiled = compile_on_cpu(model, compile_config(precision, threads), compile_cache)
-        self.request = self.compiled.create_infer_request()
+                 threads: int | None = None, compile_cache: Path | None = None, precision: str = "fp32",
+                 stride: int = 1) -> None:
+        import openvino as ov
         self.model_file = Path(model) if isinstance(model, (str, os.PathLike)) else None  # the cached IR, if any
-        effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.precision = {v: k for k, v in OV_TYPES.items()}.get(effective, effective)  # what OpenVINO computes in
+        self.model = ov.Core().read_model(str(model)) if self.model_file else model
+        self.config, self.compile_cache, self.stride = compile_config(precision, threads), compile_cache, int(stride)
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.requests: dict[tuple[int, ...], object] = {}  # compiled on first use: fitted windows never use the patch
+        self.trained_window = trained_window(self.model)
         self.forward_axes, backward = tensor_axes(transpose_forward)
         self.spatial_backward_axes = tuple(a - 2 for a in backward[2:])
 
+    @property
+    def precision(self) -> str:
+        """What OpenVINO computes in: read back from a compiled model once one ran; before that the pinned hint,
+        which OpenVINO follows (check_precision allows bf16 only where it is native)."""
+        request = next(iter(self.requests.values()), None)
+        effective = (request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT").get_type_name()
+                     if request is not None else self.config["INFERENCE_PRECISION_HINT"])
+        return {v: k for k, v in OV_TYPES.items()}.get(effective, effective)
+
+    def _compile(self, shape: tuple[int, ...]):
+        import openvino as ov
+        model = self.model
+        if model.get_parameters()[0].get_partial_shape() != ov.PartialShape(list(shape)):
+            model = self.model.clone()
+            model.reshape({0: list(shape)})
+        return compile_on_cpu(model, self.config, self.compile_cache)
+
+    def _request(self, shape: tuple[int, ...]):
+        if shape not in self.requests:
+            if shape != self.input_shape and (len(shape) != len(self.input_shape) or shape[:2] != self.input_shape[:2]
+                                              or any(n % self.stride for n in shape[2:])):
+                raise ValueError(f"this OpenVINO model takes inputs of shape {self.input_shape} or, for other "
+                                 f"windows, spatial axes that are multiples of {self.stride}; got {shape}")
+            self.requests[shape] = self._compile(shape).create_infer_request()
+        return self.requests[shape]
+
     def __call__(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
-        x = np.transpose(np.asarray(x, dtype=np.float32), self.forward_axes)
-        if tuple(x.shape) != self.input_shape:
-            raise ValueError(f"this OpenVINO model takes inputs of shape {self.input_shape}; got {tuple(x.shape)}")
-        out = self.request.infer({0: np.ascontiguousarray(x)})[0][0]  # labels (*spatial) or logits (C, *spatial)
+        x = np.ascontiguousarray(np.transpose(np.asarray(x, dtype=np.float32), self.forward_axes))
+        out = self._request(tuple(x.shape)).infer({0: x})[0][0]  # labels (*spatial) or logits (C, *spatial)
         if out.ndim == len(self.spatial_backward_axes):
             return np.transpose(out, self.spatial_backward_axes)
         return np.transpose(out, (0, *[a + 1 for a in self.spatial_backward_axes]))
@@ -159,7 +193,8 @@ class OpenVINOModel:
 
 def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path,
                          patch_size_network_order: Sequence[int], transpose_forward: Sequence[int],
-                         threads: int | None = None, precision: str = "fp32", labels: bool = True) -> OpenVINOModel:
+                         threads: int | None = None, precision: str = "fp32", labels: bool = True,
+                         stride: int = 1) -> OpenVINOModel:
     input_shape = (1, 1, *[int(p) for p in patch_size_network_order])
     path = cached_model_path(network, checkpoint_file, input_shape, labels)
     compile_cache = path.parent / "compiled"
@@ -167,4 +202,4 @@ def openvino_phase_model(network: Callable[[], nn.Module], checkpoint_file: Path
         compile_cache.mkdir(exist_ok=True)
     except OSError:  # a read-only cache still serves the model; compiling then happens on every start
         compile_cache = None
-    return OpenVINOModel(str(path), input_shape, transpose_forward, threads, compile_cache, precision)
+    return OpenVINOModel(str(path), input_shape, transpose_forward, threads, compile_cache, precision, stride)

@@ -11,6 +11,7 @@ import numpy as np
 
 from nnunetv2_flare.inference.backends.base import argmax_labels, tensor_axes
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.names import WINDOW_CHECKPOINT_KEY
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +27,7 @@ class NetworkModel:
         import torch
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
+        self.trained_window = getattr(network, "trained_window", None)
         self.forward_axes, self.backward_axes = tensor_axes(transpose_forward)
 
     def logits(self, x: np.ndarray, grid: VoxelGrid | None = None) -> np.ndarray:
@@ -63,11 +65,13 @@ def build_network(architecture: dict, num_classes: int) -> nn.Module:
 
 
 def load_network(architecture: dict, num_classes: int, checkpoint_file: Path) -> nn.Module:
-    """The plans' network with the checkpoint's weights."""
+    """The plans' network with the checkpoint's weights; `trained_window` holds the window range the checkpoint
+    records (window_shapes.py; network axis order), None for a model trained on its patch alone."""
     import torch
     net = build_network(architecture, num_classes)
     checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
     net.load_state_dict(clean_state_dict(checkpoint["network_weights"]))
+    net.trained_window = checkpoint.get(WINDOW_CHECKPOINT_KEY)
     return net
 
 
