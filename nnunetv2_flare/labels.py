@@ -19,3 +19,10 @@ Z_RANGE_RESTRICTED = (5, 6, 10)
 def dataset_json_labels() -> dict[str, int]:
     """The `labels` entry of an nnU-Net dataset.json for FLARE-labelled data."""
     return {"background": 0, **{name: i for i, name in FLARE_ORGANS.items()}}
+
+
+def flare_dataset_json(name: str, description: str, num_training: int, file_ending: str = ".nii.gz",
+                       **extra: object) -> dict:
+    """An nnU-Net raw dataset.json for CT with the 13 FLARE organs; `extra` entries follow nnU-Net's own keys."""
+    return {"name": name, "description": description, "channel_names": {"0": "CT"},
+            "labels": dataset_json_labels(), "numTraining": num_training, "file_ending": file_ending, **extra}

@@ -118,6 +118,12 @@ def _demo_output_is_a_file(tmp: Path) -> list[str]:
     return ["-o", str(tmp / "afile")]
 
 
+def _flare24_without_raw(tmp: Path) -> list[str]:
+    tiny_ct(tmp / "release" / "train_gt_label" / "imagesTr" / "a_0000.nii.gz")
+    tiny_ct(tmp / "release" / "train_gt_label" / "labelsTr" / "a.nii.gz")
+    return ["-i", str(tmp / "release"), "-d", "220"]
+
+
 NOT_FLARE = {"background": 0, "liver": 1, "tumour": 2}
 ROWS = [
     Row("plan_without_nnUNet_raw", "nnUNetv2_flare_plan_and_preprocess", lambda tmp: ["-d", "220"],
@@ -166,6 +172,10 @@ ROWS = [
         subprocess=True),
     Row("demo_one_minute", "nnUNetv2_flare_demo", lambda tmp: ["--minutes", "1", "-o", str(tmp / "demo")],
         expect="--minutes 1"),
+    Row("convert_not_a_release", "nnUNetv2_flare_convert", lambda tmp: ["-i", str(tmp), "-d", "220", "-o",
+                                                                         str(tmp / "raw")],
+        expect="matches none of FLARE's release layouts", subprocess=True),
+    Row("convert_without_nnUNet_raw", "nnUNetv2_flare_convert", _flare24_without_raw, expect="nnUNet_raw is not set"),
 ]
 
 

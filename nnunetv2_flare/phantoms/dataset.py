@@ -9,7 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import write_image_atomic, write_json_atomic
-from nnunetv2_flare.labels import dataset_json_labels
+from nnunetv2_flare.labels import flare_dataset_json
 from nnunetv2_flare.phantoms.generator import make_phantom_arrays
 
 DATASET_NAME = "FlarePhantoms"
@@ -63,14 +63,10 @@ def write_phantom_dataset(dataset_id: int, num_training: int, num_test: int = 0,
             cases = list(tqdm(pool.map(_write_case, jobs), total=len(jobs), desc="phantoms", disable=not progress))
     else:
         cases = [_write_case(job) for job in tqdm(jobs, desc="phantoms", disable=not progress)]
-    write_json_atomic({
-        "name": DATASET_NAME,
-        "description": "Synthetic abdominal CT phantoms with the 13 FLARE organs (nnunetv2_flare.phantoms)",
-        "channel_names": {"0": "CT"},
-        "labels": dataset_json_labels(),
-        "numTraining": num_training,
-        "file_ending": FILE_ENDING,
-        "phantom_settings": {"seed": seed, "scale": scale, "fov": fov or "random", "num_test": num_test},
-    }, folder / "dataset.json")
+    write_json_atomic(flare_dataset_json(
+        DATASET_NAME, "Synthetic abdominal CT phantoms with the 13 FLARE organs (nnunetv2_flare.phantoms)",
+        num_training, FILE_ENDING,
+        phantom_settings={"seed": seed, "scale": scale, "fov": fov or "random", "num_test": num_test},
+    ), folder / "dataset.json")
     write_json_atomic(cases, folder / "phantom_cases.json")
     return folder
