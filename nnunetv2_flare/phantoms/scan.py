@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM
+
 # field of view along z in template mm (top, bottom ranges) and how often each occurs
 FOVS: dict[str, tuple[tuple[float, float], tuple[float, float], float]] = {
     "upper_abdomen": ((185, 235), (-60, -20), 0.2),
@@ -43,7 +45,13 @@ class Scan:
         (top_lo, top_hi), (bottom_lo, bottom_hi), _ = FOVS[fov]
         top, bottom = rng.uniform(top_lo, top_hi) * z_scale, rng.uniform(bottom_lo, bottom_hi) * z_scale
         extent = top - bottom
-        usable = [t for t in SLICE_THICKNESSES if MIN_SLICES <= extent / t <= MAX_SLICES]
+        # scaled-down grids make thicker slices: keep them within what nnUNetv2_flare_predict reads as a CT
+        usable = [t for t in SLICE_THICKNESSES
+                  if MIN_SLICES <= extent / t <= MAX_SLICES and t / scale <= MAX_SPACING_MM]
+        if not usable:
+            raise ValueError(f"scale {scale:g}: no slice thickness gives the {fov} field of view {MIN_SLICES}-"
+                             f"{MAX_SLICES} slices of at most {MAX_SPACING_MM:g} mm (the thickest slices "
+                             f"nnUNetv2_flare_predict reads); use a larger scale (tiny, 0.125, always works)")
         thickness = float(rng.choice(usable))
         n_slices = int(round(extent / thickness))
         # the scanner's field of view fits the patient, within the 0.6-1.0 mm pixel range of clinical scans
