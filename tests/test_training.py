@@ -129,9 +129,9 @@ def test_cosine_schedule_matches_torch_cosine_annealing():
     assert ours.get_last_lr()[0] == pytest.approx(1.5e-4)
 
 
-def _trainer(preprocessed, cls, configuration, monkeypatch):
+def _trainer(preprocessed, cls, configuration, monkeypatch, results: Path | None = None):
     monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed["root"] / "preprocessed"))
-    monkeypatch.setenv("nnUNet_results", str(preprocessed["root"] / "results_inprocess"))
+    monkeypatch.setenv("nnUNet_results", str(results or preprocessed["root"] / "results_inprocess"))
     plans = json.loads((preprocessed["preprocessed"] / "FlarePlans.json").read_text())
     plans["continue_training"] = False
     dataset_json = json.loads((preprocessed["preprocessed"] / "dataset.json").read_text())
@@ -185,17 +185,123 @@ def test_time_boxed_trainer_fits_its_epochs_to_the_budget(preprocessed, monkeypa
     monkeypatch.setenv("nnUNet_compile", "false")
     from nnunetv2_flare.training.time_boxed import END_RESERVE_S
     trainer = _trainer(preprocessed, nnUNetTrainerFlareLocator_5min, "flare_locator", monkeypatch)
-    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (150, 10)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.save_every) == (150, 10, 1)
     trainer.on_train_start()
     assert trainer.time_box_deadline == pytest.approx(time.time() + 300, abs=60)
-    # two epochs done at 10 s each, 35 s left: three more fit, and the cosine schedule is stretched to five
-    trainer.current_epoch = 2
-    trainer._time_box_first_epoch_start = time.time() - 20
+    # three epochs done, the first slowed by the data loaders' warm-up: the median of the real times (10 s) plans
+    # the rest; 35 s left: three more fit, and the cosine schedule is stretched to six
+    trainer.current_epoch = 3
+    trainer.epoch_seconds()[:] = [31.0, 10.0, 9.0]
     trainer.time_box_deadline = time.time() + 35 + END_RESERVE_S
-    assert trainer.plan_remaining_epochs() == 5
-    assert trainer.num_epochs == 5 and trainer.lr_scheduler.max_steps == 5
+    assert trainer.seconds_per_epoch() == 10.0
+    assert trainer.plan_remaining_epochs() == 6
+    assert trainer.num_epochs == 6 and trainer.lr_scheduler.max_steps == 6
     trainer.time_box_deadline = time.time() - 1  # past the deadline: stop after the epochs done
-    assert trainer.plan_remaining_epochs() == 2
+    assert trainer.plan_remaining_epochs() == 3
+
+
+def test_debug_organ_trainer_trains_small_patches_and_validates_with_the_plans_patch(preprocessed, monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareOrgans_debug
+    trainer = _trainer(preprocessed, nnUNetTrainerFlareOrgans_debug, "flare_organs_narrow", monkeypatch)
+    plans_patch = json.loads((preprocessed["preprocessed"] / "FlarePlans.json").read_text())[
+        "configurations"]["flare_organs"]["patch_size"]
+    assert trainer.configuration_manager.patch_size == [48, 48, 48] != plans_patch
+    seen = []
+    monkeypatch.setattr(nnUNetTrainer, "perform_actual_validation",
+                        lambda self, save_probabilities=False: seen.append(list(self.configuration_manager.patch_size)))
+    trainer.perform_actual_validation()
+    assert seen == [plans_patch]
+
+
+class _FakeClock:
+    """Training time without waiting: every training iteration advances the clock by `step_s`."""
+
+    def __init__(self, step_s: float) -> None:
+        self.now, self.step_s = 1_000_000.0, step_s
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Stop(Exception):
+    pass
+
+
+def _clocked_trainer(preprocessed, cls, monkeypatch, results: Path, clock: _FakeClock, stop_at: int | None):
+    """A time-boxed trainer on the fake clock that records each epoch's learning rate and stops (like a killed
+    process, without saving) when epoch `stop_at` would start."""
+    trainer = _trainer(preprocessed, cls, "flare_locator", monkeypatch, results)
+    trainer.clock = clock
+    trainer.learning_rates = {}
+    train_step, epoch_start, train_epoch_start = trainer.train_step, trainer.on_epoch_start, \
+        trainer.on_train_epoch_start
+
+    def step(batch):
+        clock.now += clock.step_s
+        return train_step(batch)
+
+    def on_epoch_start():
+        if trainer.current_epoch == stop_at:
+            raise _Stop
+        epoch_start()
+
+    def on_train_epoch_start():
+        train_epoch_start()
+        trainer.learning_rates[trainer.current_epoch] = trainer.optimizer.param_groups[0]["lr"]
+
+    trainer.train_step, trainer.on_epoch_start, trainer.on_train_epoch_start = step, on_epoch_start, \
+        on_train_epoch_start
+    return trainer
+
+
+def test_time_boxed_run_resumes_at_its_epoch_learning_rate_and_budget(preprocessed, monkeypatch, tmp_path):
+    """A 5-minute run of 20-second epochs stopped during epoch 3, then continued as `nnUNetv2_train ... --c` does
+    (nnU-Net's own maybe_load_checkpoint) an hour later: checkpoint_latest of epoch 2 is there, the run goes on at
+    epoch 3 with the learning rate the schedule had there, plans with the real epoch times and ends when the
+    5 minutes of training are spent, at the same epoch the uninterrupted plan had."""
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    from nnunetv2_flare.names import BATCH_SIZE_ENV, ITERATIONS_ENV
+    from nnunetv2_flare.training.lr_schedulers import warmup_cosine_lr
+    from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareLocator_5min
+    from nnunetv2_flare.training.time_boxed import END_RESERVE_S
+    for name, value in (("nnUNet_n_proc_DA", "0"), ("nnUNet_compile", "false"), (ITERATIONS_ENV, "1"),
+                        (BATCH_SIZE_ENV, "1")):
+        monkeypatch.setenv(name, value)
+    clock = _FakeClock(step_s=20.0)
+    first = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock, stop_at=3)
+    with pytest.raises(_Stop):
+        first.run_training()
+    # 300 s, 20 s an epoch, 5 s kept for the end: 14 epochs, planned after each epoch and never changed
+    expected_total = int((300 - END_RESERVE_S) // 20)
+    assert first.num_epochs == first.lr_scheduler.max_steps == expected_total
+    latest = Path(first.output_folder) / "checkpoint_latest.pth"
+    saved = torch.load(latest, map_location="cpu", weights_only=False)
+    assert saved["current_epoch"] == 3 and saved["logging"]["time_box_epoch_seconds"] == [20.0, 20.0, 20.0]
+
+    clock.now += 3600.0  # an hour between the runs costs no training time
+    second = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock,
+                              stop_at=None)
+    maybe_load_checkpoint(second, continue_training=True, validation_only=False)
+    assert second.current_epoch == 3
+    resumed_at = clock.now
+    second.run_training()
+    assert second.time_box_deadline == resumed_at + 300 - 60
+    assert min(second.learning_rates) == 3
+    assert second.learning_rates[3] == pytest.approx(warmup_cosine_lr(first.initial_lr, 3, expected_total))
+    assert second.learning_rates[3] < first.learning_rates[2]  # the schedule goes on, it does not start over
+    final = torch.load(Path(second.output_folder) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == expected_total and not latest.exists()
+    assert sum(final["logging"]["time_box_epoch_seconds"]) == pytest.approx(20.0 * expected_total)
+
+    # --c on the finished run: no time is left, so no epoch is trained again
+    third = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock,
+                             stop_at=None)
+    maybe_load_checkpoint(third, continue_training=True, validation_only=False)
+    third.run_training()
+    assert third.learning_rates == {} and third.current_epoch == expected_total
 
 
 # --- end to end -----------------------------------------------------------------------------------------------------
