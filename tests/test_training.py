@@ -345,6 +345,26 @@ def test_locator_training_outputs(trained):
     assert list(summary["mean"]) == ["1"]
 
 
+def test_locator_is_scored_against_the_abdomen_as_its_log_says(trained, tmp_path):
+    """The command the locator's validation prints (nnUNetv2_evaluate_folder on the binarized references) gives the
+    trainer's own validation Dice, here on the validation of fold 'all' copied into a cross-validation folder."""
+    folder = trained["results"] / LOCATOR_RESULT
+    log = "".join(p.read_text() for p in (folder / "fold_all").glob("training_log_*.txt"))
+    references = trained["preprocessed"] / "gt_segmentations_abdomen"
+    assert f"nnUNetv2_evaluate_folder {references} FOLDER -djfile {folder}/dataset.json" in " ".join(log.split())
+    crossval = tmp_path / "crossval"
+    crossval.mkdir()
+    for f in (folder / "fold_all" / "validation").glob("*.nii.gz"):
+        shutil.copy(f, crossval / f.name)
+    _run(["nnUNetv2_evaluate_folder", str(references), str(crossval), "-djfile", str(folder / "dataset.json"),
+          "-pfile", str(folder / "plans.json"), "-o", str(tmp_path / "summary.json"), "-np", "1", "--chill"],
+         trained["env"])
+    ours = json.loads((tmp_path / "summary.json").read_text())
+    trainers = json.loads((folder / "fold_all" / "validation" / "summary.json").read_text())
+    assert ours["foreground_mean"]["Dice"] == pytest.approx(trainers["foreground_mean"]["Dice"], abs=1e-9)
+    assert len(ours["metric_per_case"]) == len(list((trained["raw"] / "labelsTr").glob("*.nii.gz")))
+
+
 def test_organ_training_outputs(trained):
     folder = trained["results"] / ORGANS_RESULT
     checkpoint = torch.load(folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
