@@ -251,7 +251,8 @@ def open_round(dataset: FlareDataset, journal: dict, record: dict | None, kind: 
         journal["rounds"].append(record)
         rounds.set_state(dataset, journal, record, "started")
     elif record is not None:
-        done = len(list(rounds.work_folder(dataset, k).glob("*.json")))
+        staged = rounds.staged_labels_folder(dataset, k)
+        done = sum(dataset.label_file(c, staged).is_file() for c in dataset.cases)
         messages(f"continuing round {k} from state '{record['state']}' ({done} of {len(dataset.cases)} cases done "
                  f"before the interruption are kept)")
     return k, record
