@@ -159,6 +159,14 @@ def test_restore_keeps_labels_no_round_recorded(dataset: FlareDataset):
     assert_consistent_round(dataset, {c: _label(i) for i, c in enumerate(CASES)})
 
 
+def test_restore_remakes_preprocessed_data_that_went_missing(dataset: FlareDataset):
+    run(dataset, FakeOrganModel())
+    shutil.rmtree(dataset.preprocessed / "gt_segmentations")
+    (dataset.preprocessed / "FlarePlans_flare_organs" / f"{CASES[0]}.b2nd").unlink()  # a trusted, unchanged case
+    assert restore_round(dataset, 0, progress=False).round == 2
+    assert_consistent_round(dataset, {c: _label(i) for i, c in enumerate(CASES)})
+
+
 def test_restore_refuses_a_round_that_is_not_there_or_was_edited(dataset: FlareDataset):
     with pytest.raises(DatasetStateError, match="no round 0 to go back to: the rounds recorded are none"):
         restore_round(dataset, 0, progress=False)

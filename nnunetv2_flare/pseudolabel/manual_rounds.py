@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import remove_stale_temporaries
 from nnunetv2_flare.pseudolabel import rounds
-from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, case_problems
+from nnunetv2_flare.pseudolabel.dataset_state import GT_FOLDER, DatasetStateError, FlareDataset, case_problems
 from nnunetv2_flare.pseudolabel.label_versions import (
     check_version,
     copy_label_file,
@@ -127,6 +127,7 @@ def _manual_round(dataset: FlareDataset, journal: dict, record: dict | None, kin
     remove_stale_temporaries(staged)
     classes = sorted(int(v) for v in dataset.dataset_json()["labels"].values() if isinstance(v, int) and v > 0)
     configurations = dataset.preprocessed_configurations()
+    no_references = not (dataset.preprocessed / GT_FOLDER).is_dir()
     entries, regenerate = {}, []
     for case in tqdm(dataset.cases, desc=f"round {k}: labels", disable=not progress):
         new, old, target = (dataset.label_file(case, f) for f in (new_labels, old_labels, staged))
@@ -137,7 +138,7 @@ def _manual_round(dataset: FlareDataset, journal: dict, record: dict | None, kin
         else:
             entries[case] = case_entry(_read_or_empty(old, new), sitk.GetArrayFromImage(sitk.ReadImage(str(new))),
                                        classes)
-        if entries[case]["changed"] or case_problems(dataset, case, configurations, staged):
+        if entries[case]["changed"] or no_references or case_problems(dataset, case, configurations, staged):
             regenerate.append(case)
         if after_case is not None:
             after_case("labels", case)
