@@ -215,6 +215,27 @@ def test_debug_organ_trainer_trains_small_patches_and_validates_with_the_plans_p
     assert seen == [plans_patch]
 
 
+def test_time_boxed_checkpoints_survive_a_kill_while_saving(preprocessed, monkeypatch, tmp_path):
+    from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareLocator_5min
+    monkeypatch.setenv("nnUNet_compile", "false")
+    trainer = _trainer(preprocessed, nnUNetTrainerFlareLocator_5min, "flare_locator", monkeypatch, tmp_path)
+    trainer.initialize()
+    (tmp_path / "fold").mkdir()
+    latest = tmp_path / "fold" / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(latest))
+    saved = latest.read_bytes()
+    assert torch.load(latest, map_location="cpu", weights_only=False)["trainer_name"] == trainer.__class__.__name__
+
+    def killed_half_way(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt("SIGTERM while saving")
+
+    monkeypatch.setattr(torch, "save", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(str(latest))
+    assert latest.read_bytes() == saved and [p.name for p in latest.parent.iterdir()] == [latest.name]
+
+
 class _FakeClock:
     """Training time without waiting: every training iteration advances the clock by `step_s`."""
 

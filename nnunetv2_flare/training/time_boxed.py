@@ -29,6 +29,7 @@ import time
 import torch
 from torch import distributed as dist
 
+from nnunetv2_flare.atomic_io import temporary_sibling
 from nnunetv2_flare.names import BATCH_SIZE_ENV, DEADLINE_ENV, ITERATIONS_ENV, LR_ENV, MAX_EPOCHS_ENV
 from nnunetv2_flare.training.flare_trainer_base import shorten
 
@@ -85,6 +86,16 @@ class TimeBoxedTraining:
         self.save_every = 1  # checkpoint_latest after every epoch: what --c resumes from
         self.epoch_seconds()
         self._time_box_mark: float | None = None  # where the time of the epoch under way started
+
+    def save_checkpoint(self, filename: str) -> None:
+        # under a temporary name, then renamed: a run killed while writing (now every epoch) keeps its last checkpoint
+        tmp = temporary_sibling(filename)
+        try:
+            super().save_checkpoint(str(tmp))
+            if tmp.exists():  # only rank 0 writes, and not with --disable_checkpointing
+                os.replace(tmp, filename)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def epoch_seconds(self) -> list[float]:
         """Seconds each finished epoch took, over every run of this training (resumed ones included)."""
