@@ -200,19 +200,12 @@ def test_time_boxed_trainer_fits_its_epochs_to_the_budget(preprocessed, monkeypa
     assert trainer.plan_remaining_epochs() == 3
 
 
-def test_debug_organ_trainer_trains_small_patches_and_validates_with_the_plans_patch(preprocessed, monkeypatch):
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
+def test_debug_organ_trainer_validates_two_cases(preprocessed, monkeypatch):
     from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareOrgans_debug
     trainer = _trainer(preprocessed, nnUNetTrainerFlareOrgans_debug, "flare_organs_narrow", monkeypatch)
-    plans_patch = json.loads((preprocessed["preprocessed"] / "FlarePlans.json").read_text())[
-        "configurations"]["flare_organs"]["patch_size"]
-    assert trainer.configuration_manager.patch_size == [48, 48, 48] != plans_patch
-    seen = []
-    monkeypatch.setattr(nnUNetTrainer, "perform_actual_validation",
-                        lambda self, save_probabilities=False: seen.append(list(self.configuration_manager.patch_size)))
-    trainer.perform_actual_validation()
-    assert seen == [plans_patch]
+    train, validation = trainer.do_split()
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in (preprocessed["raw"] / "labelsTr").glob("*.nii.gz"))
+    assert sorted(train) == cases and validation == sorted(cases)[:2]
 
 
 def test_time_boxed_checkpoints_survive_a_kill_while_saving(preprocessed, monkeypatch, tmp_path):
@@ -391,9 +384,11 @@ def test_organ_training_outputs(trained):
     checkpoint = torch.load(folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == "nnUNetTrainerFlareOrgans_debug"
     assert json.loads((folder / "dataset.json").read_text())["labels"]["left_kidney"] == 13
-    for label_file in sorted((trained["raw"] / "labelsTr").glob("*.nii.gz")):
-        prediction, pred_image = _read(folder / "fold_all" / "validation" / label_file.name)
-        _, ref_image = _read(label_file)
+    validated = sorted((folder / "fold_all" / "validation").glob("*.nii.gz"))
+    assert [p.name for p in validated] == [p.name for p in sorted((trained["raw"] / "labelsTr").glob("*.nii.gz"))][:2]
+    for prediction_file in validated:
+        prediction, pred_image = _read(prediction_file)
+        _, ref_image = _read(trained["raw"] / "labelsTr" / prediction_file.name)
         assert _same_grid(pred_image, ref_image)
         assert set(np.unique(prediction)) <= set(range(14))
     summary = json.loads((folder / "fold_all" / "validation" / "summary.json").read_text())
