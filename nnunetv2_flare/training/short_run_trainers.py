@@ -4,9 +4,9 @@ loss, optimizer and schedule shape; fewer and smaller steps.
 `_debug`: 2 epochs of 2 iterations, batch 2, no test-time mirroring in validation; the organ variants (fixed and
 any-window) also train on 48^3 patches (its network is unchanged and works on any size divisible by 16) and validate
 on the first 2 validation cases by name only. Minutes on a laptop CPU.
-`_5min` / `_30min`: for CPU runs; 10 iterations of batch 2 per epoch, as many epochs as fit the wall-clock budget
-(re-planned after every epoch, so the cosine schedule still runs to its end), at most the paper's 150
-(time_boxed.py).
+`_5min` / `_30min`: for CPU runs; 10 iterations of batch 2 per epoch, as many epochs as fit 5 / 30 minutes of
+training (re-planned after every epoch from the real epoch times, so the cosine schedule still runs to its end), at
+most the paper's 150; `--c` resumes with what is left of the budget (time_boxed.py).
 """
 from __future__ import annotations
 
