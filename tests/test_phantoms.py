@@ -14,7 +14,7 @@ from nnunetv2_flare.phantoms.anatomy import clear_of
 from nnunetv2_flare.phantoms.cli import main as make_phantoms_main
 from nnunetv2_flare.phantoms.generator import _fine_to_coarse, _interpolate_axis, _upsample
 from nnunetv2_flare.phantoms.painter import KEEP, Painter, catmull_rom
-from nnunetv2_flare.phantoms.scan import SHAPES, Scan
+from nnunetv2_flare.phantoms.scan import MIN_SCALE, SHAPES, Scan
 
 LIVER, R_KIDNEY, SPLEEN, PANCREAS, AORTA, IVC, R_ADRENAL, L_ADRENAL, GALLBLADDER, ESOPHAGUS, STOMACH, DUODENUM, \
     L_KIDNEY = range(1, 14)
@@ -95,8 +95,10 @@ def test_tiny_phantoms_with_the_thickest_slices_pass_the_cascade_input_check():
         check_geometry(image, f"tiny phantom {seed}")  # raises InputRefused beyond the limit
 
 
-def test_a_scale_too_small_for_any_slice_thickness_is_refused():
-    with pytest.raises(ValueError, match="no slice thickness .* at most 20 mm .* use a larger scale"):
+def test_the_smallest_scale_makes_every_field_of_view_and_a_smaller_one_is_refused():
+    for fov in ("upper_abdomen", "chest_abdomen_pelvis"):  # the shortest and the longest scan
+        assert make_phantom_arrays(0, MIN_SCALE, fov=fov).spacing[2] <= MAX_SPACING_MM
+    with pytest.raises(ValueError, match="slices thicker than 20 mm.* use a scale of at least 0.05"):
         make_phantom_arrays(0, 0.04)
 
 
