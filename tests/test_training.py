@@ -4,6 +4,7 @@ with the environment a user would have; plus the trainers' paper defaults and ho
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import shutil
@@ -244,17 +245,23 @@ class _Stop(Exception):
 
 
 def _clocked_trainer(preprocessed, cls, monkeypatch, results: Path, clock: _FakeClock, stop_at: int | None):
-    """A time-boxed trainer on the fake clock that records each epoch's learning rate and stops (like a killed
-    process, without saving) when epoch `stop_at` would start."""
+    """A time-boxed trainer on the fake clock whose steps only advance the clock (nnU-Net's loop, schedule,
+    checkpoints and resuming are what is tested, not learning); it records each epoch's learning rate and stops (like
+    a killed process, without saving) when epoch `stop_at` would start."""
     trainer = _trainer(preprocessed, cls, "flare_locator", monkeypatch, results)
     trainer.clock = clock
+    trainer.time_budget_s = 100.0  # 5 epochs of 20 s less the end reserve: 4
+    trainer.logger.plot_progress_png = lambda folder: None
+    trainer.get_dataloaders = lambda: (itertools.repeat(None), itertools.repeat(None))
     trainer.learning_rates = {}
-    train_step, epoch_start, train_epoch_start = trainer.train_step, trainer.on_epoch_start, \
-        trainer.on_train_epoch_start
+    epoch_start, train_epoch_start = trainer.on_epoch_start, trainer.on_train_epoch_start
 
-    def step(batch):
+    def train_step(batch):
         clock.now += clock.step_s
-        return train_step(batch)
+        return {"loss": np.array(1.0)}
+
+    def validation_step(batch):
+        return {"loss": np.array(1.0), "tp_hard": np.ones(1), "fp_hard": np.zeros(1), "fn_hard": np.zeros(1)}
 
     def on_epoch_start():
         if trainer.current_epoch == stop_at:
@@ -265,47 +272,46 @@ def _clocked_trainer(preprocessed, cls, monkeypatch, results: Path, clock: _Fake
         train_epoch_start()
         trainer.learning_rates[trainer.current_epoch] = trainer.optimizer.param_groups[0]["lr"]
 
-    trainer.train_step, trainer.on_epoch_start, trainer.on_train_epoch_start = step, on_epoch_start, \
-        on_train_epoch_start
+    trainer.train_step, trainer.validation_step = train_step, validation_step
+    trainer.on_epoch_start, trainer.on_train_epoch_start = on_epoch_start, on_train_epoch_start
     return trainer
 
 
 def test_time_boxed_run_resumes_at_its_epoch_learning_rate_and_budget(preprocessed, monkeypatch, tmp_path):
-    """A 5-minute run of 20-second epochs stopped during epoch 3, then continued as `nnUNetv2_train ... --c` does
-    (nnU-Net's own maybe_load_checkpoint) an hour later: checkpoint_latest of epoch 2 is there, the run goes on at
-    epoch 3 with the learning rate the schedule had there, plans with the real epoch times and ends when the
-    5 minutes of training are spent, at the same epoch the uninterrupted plan had."""
+    """A 100-second run of 20-second epochs stopped during epoch 2, then continued as `nnUNetv2_train ... --c` does
+    (nnU-Net's own maybe_load_checkpoint) an hour later: checkpoint_latest of epoch 1 is there, the run goes on at
+    epoch 2 with the learning rate the schedule had there, plans with the real epoch times and ends when the
+    100 seconds of training are spent, at the same epoch the uninterrupted plan had."""
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from nnunetv2_flare.names import BATCH_SIZE_ENV, ITERATIONS_ENV
+    from nnunetv2_flare.names import ITERATIONS_ENV
     from nnunetv2_flare.training.lr_schedulers import warmup_cosine_lr
     from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareLocator_5min
     from nnunetv2_flare.training.time_boxed import END_RESERVE_S
-    for name, value in (("nnUNet_n_proc_DA", "0"), ("nnUNet_compile", "false"), (ITERATIONS_ENV, "1"),
-                        (BATCH_SIZE_ENV, "1")):
-        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("nnUNet_compile", "false")
+    monkeypatch.setenv(ITERATIONS_ENV, "1")
     clock = _FakeClock(step_s=20.0)
-    first = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock, stop_at=3)
+    first = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock, stop_at=2)
     with pytest.raises(_Stop):
         first.run_training()
-    # 300 s, 20 s an epoch, 5 s kept for the end: 14 epochs, planned after each epoch and never changed
-    expected_total = int((300 - END_RESERVE_S) // 20)
-    assert first.num_epochs == first.lr_scheduler.max_steps == expected_total
+    # 100 s, 20 s an epoch, 5 s kept for the end: 4 epochs, planned after each epoch and never changed
+    expected_total = int((100 - END_RESERVE_S) // 20)
+    assert first.num_epochs == first.lr_scheduler.max_steps == expected_total == 4
     latest = Path(first.output_folder) / "checkpoint_latest.pth"
     saved = torch.load(latest, map_location="cpu", weights_only=False)
-    assert saved["current_epoch"] == 3 and saved["logging"]["time_box_epoch_seconds"] == [20.0, 20.0, 20.0]
+    assert saved["current_epoch"] == 2 and saved["logging"]["time_box_epoch_seconds"] == [20.0, 20.0]
 
     clock.now += 3600.0  # an hour between the runs costs no training time
     second = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock,
                               stop_at=None)
     maybe_load_checkpoint(second, continue_training=True, validation_only=False)
-    assert second.current_epoch == 3
+    assert second.current_epoch == 2
     resumed_at = clock.now
     second.run_training()
-    assert second.time_box_deadline == resumed_at + 300 - 60
-    assert min(second.learning_rates) == 3
-    assert second.learning_rates[3] == pytest.approx(warmup_cosine_lr(first.initial_lr, 3, expected_total))
-    assert second.learning_rates[3] < first.learning_rates[2]  # the schedule goes on, it does not start over
+    assert second.time_box_deadline == resumed_at + 100 - 40
+    assert sorted(second.learning_rates) == [2, 3]
+    assert second.learning_rates[2] == pytest.approx(warmup_cosine_lr(first.initial_lr, 2, expected_total))
+    assert second.learning_rates[2] < first.learning_rates[1]  # the schedule goes on, it does not start over
     final = torch.load(Path(second.output_folder) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == expected_total and not latest.exists()
     assert sum(final["logging"]["time_box_epoch_seconds"]) == pytest.approx(20.0 * expected_total)
