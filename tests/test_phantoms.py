@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM, check_geometry
 from nnunetv2_flare.labels import FLARE_ORGANS, dataset_json_labels
 from nnunetv2_flare.phantoms import make_phantom, make_phantom_arrays, write_phantom_dataset
 from nnunetv2_flare.phantoms.anatomy import clear_of
 from nnunetv2_flare.phantoms.cli import main as make_phantoms_main
 from nnunetv2_flare.phantoms.generator import _fine_to_coarse, _interpolate_axis, _upsample
 from nnunetv2_flare.phantoms.painter import KEEP, Painter, catmull_rom
-from nnunetv2_flare.phantoms.scan import Scan
+from nnunetv2_flare.phantoms.scan import MIN_SCALE, SHAPES, Scan
 
 LIVER, R_KIDNEY, SPLEEN, PANCREAS, AORTA, IVC, R_ADRENAL, L_ADRENAL, GALLBLADDER, ESOPHAGUS, STOMACH, DUODENUM, \
     L_KIDNEY = range(1, 14)
@@ -66,6 +67,39 @@ def test_scan_geometry_stays_in_clinical_ranges():
         flips.add(scan.flips)
     assert fovs == {"upper_abdomen", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis"}
     assert len(flips) >= 4  # LPS-like, RAS-like and slice-order flips all occur
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_every_shape_keeps_its_voxels_within_what_the_cascade_reads(shape):
+    """Scaled-down grids draw only slice thicknesses that stay within nnUNetv2_flare_predict's limit; at "small"
+    (the demo's) and larger nothing is left out, so those phantoms are the ones every earlier version made."""
+    scale = SHAPES[shape]
+    rng = np.random.default_rng(3)
+    thickest = 0.0
+    for i in range(300):
+        body_half_width, z_scale = rng.uniform(140, 230), rng.uniform(0.88, 1.12)
+        full = Scan.sample(np.random.default_rng(i), body_half_width, z_scale)
+        scaled = Scan.sample(np.random.default_rng(i), body_half_width, z_scale, scale)
+        assert scaled.spacing.max() <= MAX_SPACING_MM
+        thickest = max(thickest, float(scaled.spacing[2]))
+        if scale >= SHAPES["small"]:
+            np.testing.assert_allclose(scaled.spacing, full.spacing / scale)
+    assert thickest == min(5.0 / scale, MAX_SPACING_MM)  # the limit is reached, not undercut
+
+
+def test_tiny_phantoms_with_the_thickest_slices_pass_the_cascade_input_check():
+    seeds = [s for s in range(40) if make_phantom_arrays(s, "tiny").spacing[2] == MAX_SPACING_MM][:2]
+    assert seeds, "no tiny phantom drew the thickest slices allowed"
+    for seed in seeds:
+        image, _ = make_phantom(seed, "tiny")
+        check_geometry(image, f"tiny phantom {seed}")  # raises InputRefused beyond the limit
+
+
+def test_the_smallest_scale_makes_every_field_of_view_and_a_smaller_one_is_refused():
+    for fov in ("upper_abdomen", "chest_abdomen_pelvis"):  # the shortest and the longest scan
+        assert make_phantom_arrays(0, MIN_SCALE, fov=fov).spacing[2] <= MAX_SPACING_MM
+    with pytest.raises(ValueError, match="slices thicker than 20 mm.* use a scale of at least 0.05"):
+        make_phantom_arrays(0, 0.04)
 
 
 def test_full_size_case_geometry_and_label_grid():

@@ -227,7 +227,7 @@ def test_round_writes_next_round_keeps_old_and_trusted_and_refreshes_preprocesse
     assert report["cases"][TRUSTED[0]]["trusted"] and not report["cases"][TRUSTED[0]]["changed"]
     # journal and nothing hidden left over
     journal = rounds.load_journal(dataset)
-    assert journal["current_round"] == 1 and journal["rounds"][0]["state"] == "done"
+    assert journal["current_round"] == 1 and journal["rounds"][-1]["state"] == "done"
     leftovers = [p.name for f in (dataset.raw, dataset.preprocessed) for p in f.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
@@ -239,7 +239,8 @@ def test_round_writes_next_round_keeps_old_and_trusted_and_refreshes_preprocesse
             dataset.label_file(c).read_bytes()
     assert_consistent_round(dataset, expected)
     listing = rounds.describe_rounds(dataset)
-    assert "current round 2" in listing and "round 1: done" in listing and "labelsTr_round0" in listing
+    assert "current round 2" in listing and "holds round 2 as recorded" in listing and "labelsTr_round0" in listing
+    assert "round 1: pseudo-labels of model fake-organ-model fold all; done" in listing
 
 
 def test_dry_run_computes_everything_and_writes_nothing(dataset: FlareDataset, tmp_path: Path):
@@ -271,7 +272,7 @@ def test_interrupted_round_leaves_old_round_and_rerun_completes(dataset: FlareDa
             if not any(part.startswith(".") for part in Path(k).parts)} == before
     check_dataset(dataset)
     journal = rounds.load_journal(dataset)
-    assert journal["current_round"] == 0 and journal["rounds"][0]["state"] != "done"
+    assert journal["current_round"] == 0 and journal["rounds"][-1]["state"] != "done"
     assert "unfinished" in rounds.describe_rounds(dataset)
 
     second = FakeOrganModel()
@@ -284,13 +285,25 @@ def test_interrupted_round_leaves_old_round_and_rerun_completes(dataset: FlareDa
     assert_consistent_round(dataset, expected)
 
 
-def test_interrupted_switch_is_finished_by_the_rerun(dataset: FlareDataset, monkeypatch):
+RENAMES_IN_A_FIRST_ROUND = 12  # round 0's folder; 4 preprocessed folders x 2; the round's folder; labelsTr x 2
+
+
+def test_a_first_round_renames_what_the_interruption_test_covers(dataset: FlareDataset, monkeypatch):
+    real_rename, calls = os.rename, []
+    monkeypatch.setattr(rounds.os, "rename", lambda a, b: (calls.append((a, b)), real_rename(a, b)))
+    run(dataset, FakeOrganModel())
+    assert len(calls) == RENAMES_IN_A_FIRST_ROUND
+
+
+@pytest.mark.parametrize("die_at", range(1, RENAMES_IN_A_FIRST_ROUND + 1))
+def test_interruption_at_any_rename_is_finished_by_the_rerun(dataset: FlareDataset, monkeypatch, die_at: int):
+    originals = {c: dataset.label_file(c).read_bytes() for c in CASES}
     real_rename = os.rename
     calls = []
 
     def rename_then_die(a, b):
         calls.append((a, b))
-        if len(calls) == 3:  # after the first preprocessed folder moved away and the staged one moved in
+        if len(calls) == die_at:
             raise KeyboardInterrupt("simulated Ctrl-C during the switch")
         real_rename(a, b)
 
@@ -298,15 +311,23 @@ def test_interrupted_switch_is_finished_by_the_rerun(dataset: FlareDataset, monk
     with pytest.raises(KeyboardInterrupt):
         run(dataset, FakeOrganModel())
     monkeypatch.setattr(rounds.os, "rename", real_rename)
-    assert rounds.load_journal(dataset)["rounds"][0]["state"] == "switching"
-    with pytest.raises(DatasetStateError, match="interrupted while its folders were being switched"):
-        check_dataset(dataset)
+    journal = rounds.load_journal(dataset)
+    if journal["rounds"] and journal["rounds"][-1]["state"] == "switching":
+        with pytest.raises(DatasetStateError, match="interrupted while its folders were being switched"):
+            check_dataset(dataset)
     model = FakeOrganModel()
     result = run(dataset, model)
-    assert result.finished_interrupted_switch and model.calls == []
+    assert result.round == 1
+    if journal["rounds"] and journal["rounds"][-1]["state"] == "switching":
+        assert result.finished_interrupted_switch and model.calls == []
     expected = {c: expected_label(i, model) for i, c in enumerate(CASES)}
     expected[TRUSTED[0]] = _label(0)
     assert_consistent_round(dataset, expected)
+    for c in CASES:
+        assert rounds.history_labels_folder(dataset, 0).joinpath(f"{c}.nii.gz").read_bytes() == originals[c]
+        assert rounds.history_labels_folder(dataset, 1).joinpath(f"{c}.nii.gz").read_bytes() == \
+            dataset.label_file(c).read_bytes()
+    assert not [p.name for f in (dataset.raw, dataset.preprocessed) for p in f.iterdir() if p.name.startswith(".")]
 
 
 def test_unfinished_round_with_other_settings_is_refused_until_restart(dataset: FlareDataset):
@@ -316,7 +337,7 @@ def test_unfinished_round_with_other_settings_is_refused_until_restart(dataset: 
     with pytest.raises(DatasetStateError, match="other settings .*model.*--restart"):
         run_pseudolabel_round(dataset, FakeOrganModel, other, trusted=TRUSTED, progress=False)
     result = run_pseudolabel_round(dataset, FakeOrganModel, other, trusted=TRUSTED, progress=False, restart=True)
-    assert result.round == 1 and rounds.load_journal(dataset)["rounds"][0]["settings"]["model"] == "another-model"
+    assert result.round == 1 and rounds.load_journal(dataset)["rounds"][-1]["settings"]["model"] == "another-model"
 
 
 def test_refuses_when_labels_and_preprocessed_data_disagree(dataset: FlareDataset):

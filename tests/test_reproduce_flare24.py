@@ -77,21 +77,22 @@ def test_each_step_hands_the_next_what_it_needs(recipe):
     assert (locator / "checkpoint_final.pth").is_file()
     # rounds: round k's labels were made by the model kept as round k-1, which the fine-tune started from
     journal = json.loads((raw / "pseudolabel_rounds.json").read_text())
-    assert [r["round"] for r in journal["rounds"]] == list(range(1, ROUNDS + 1))
+    assert [r["round"] for r in journal["rounds"]] == list(range(ROUNDS + 1))  # round 0: the release's labels
     current = torch.load(results / MODEL / "fold_all" / "checkpoint_final.pth", map_location="cpu",
                          weights_only=False)["network_weights"]
     for k in range(ROUNDS):
         snapshot = results / "pseudolabel_models" / f"round{k}" / MODEL / "fold_all" / "checkpoint_final.pth"
         assert snapshot.is_file()
-        assert journal["rounds"][k]["settings"]["model"] == str(snapshot.parents[1])
-        assert journal["rounds"][k]["settings"]["trusted"] == trusted
+        assert journal["rounds"][k + 1]["settings"]["model"] == str(snapshot.parents[1])
+        assert journal["rounds"][k + 1]["settings"]["trusted"] == trusted
         finetune_log = (out / "logs" / f"5.{k + 1}d_finetune_round{k + 1}.log").read_text()
         assert f"Loading pretrained weights from file  {snapshot}" in finetune_log  # nnU-Net's own line
     last = torch.load(results / "pseudolabel_models" / f"round{ROUNDS - 1}" / MODEL / "fold_all" /
                       "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert any(not torch.equal(current[name], last[name]) for name in current)  # the last fine-tune trained
     # label versions: round 0 is the release's aladdin5 pseudo-labels, trusted cases never change
-    versions = [raw / f"labelsTr_round{k}" for k in range(ROUNDS)] + [raw / "labelsTr"]
+    versions = [raw / f"labelsTr_round{k}" for k in range(ROUNDS + 1)] + [raw / "labelsTr"]
+    assert all((versions[-2] / f.name).read_bytes() == f.read_bytes() for f in versions[-1].iterdir())
     assert all(len(list(v.glob("*.nii.gz"))) == 13 for v in versions)
     for i in range(1, 11):
         name = f"Case{i}" if i < 10 else f"Case_{i:05d}"

@@ -4,6 +4,7 @@ with the environment a user would have; plus the trainers' paper defaults and ho
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import shutil
@@ -129,9 +130,9 @@ def test_cosine_schedule_matches_torch_cosine_annealing():
     assert ours.get_last_lr()[0] == pytest.approx(1.5e-4)
 
 
-def _trainer(preprocessed, cls, configuration, monkeypatch):
+def _trainer(preprocessed, cls, configuration, monkeypatch, results: Path | None = None):
     monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed["root"] / "preprocessed"))
-    monkeypatch.setenv("nnUNet_results", str(preprocessed["root"] / "results_inprocess"))
+    monkeypatch.setenv("nnUNet_results", str(results or preprocessed["root"] / "results_inprocess"))
     plans = json.loads((preprocessed["preprocessed"] / "FlarePlans.json").read_text())
     plans["continue_training"] = False
     dataset_json = json.loads((preprocessed["preprocessed"] / "dataset.json").read_text())
@@ -185,17 +186,142 @@ def test_time_boxed_trainer_fits_its_epochs_to_the_budget(preprocessed, monkeypa
     monkeypatch.setenv("nnUNet_compile", "false")
     from nnunetv2_flare.training.time_boxed import END_RESERVE_S
     trainer = _trainer(preprocessed, nnUNetTrainerFlareLocator_5min, "flare_locator", monkeypatch)
-    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (150, 10)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.save_every) == (150, 10, 1)
     trainer.on_train_start()
     assert trainer.time_box_deadline == pytest.approx(time.time() + 300, abs=60)
-    # two epochs done at 10 s each, 35 s left: three more fit, and the cosine schedule is stretched to five
-    trainer.current_epoch = 2
-    trainer._time_box_first_epoch_start = time.time() - 20
+    # three epochs done, the first slowed by the data loaders' warm-up: the median of the real times (10 s) plans
+    # the rest; 35 s left: three more fit, and the cosine schedule is stretched to six
+    trainer.current_epoch = 3
+    trainer.epoch_seconds()[:] = [31.0, 10.0, 9.0]
     trainer.time_box_deadline = time.time() + 35 + END_RESERVE_S
-    assert trainer.plan_remaining_epochs() == 5
-    assert trainer.num_epochs == 5 and trainer.lr_scheduler.max_steps == 5
+    assert trainer.seconds_per_epoch() == 10.0
+    assert trainer.plan_remaining_epochs() == 6
+    assert trainer.num_epochs == 6 and trainer.lr_scheduler.max_steps == 6
     trainer.time_box_deadline = time.time() - 1  # past the deadline: stop after the epochs done
-    assert trainer.plan_remaining_epochs() == 2
+    assert trainer.plan_remaining_epochs() == 3
+
+
+def test_debug_organ_trainer_validates_two_cases(preprocessed, monkeypatch):
+    from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareOrgans_debug
+    trainer = _trainer(preprocessed, nnUNetTrainerFlareOrgans_debug, "flare_organs_narrow", monkeypatch)
+    train, validation = trainer.do_split()
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in (preprocessed["raw"] / "labelsTr").glob("*.nii.gz"))
+    assert sorted(train) == cases and validation == sorted(cases)[:2]
+
+
+def test_time_boxed_checkpoints_survive_a_kill_while_saving(preprocessed, monkeypatch, tmp_path):
+    from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareLocator_5min
+    monkeypatch.setenv("nnUNet_compile", "false")
+    trainer = _trainer(preprocessed, nnUNetTrainerFlareLocator_5min, "flare_locator", monkeypatch, tmp_path)
+    trainer.initialize()
+    (tmp_path / "fold").mkdir()
+    latest = tmp_path / "fold" / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(latest))
+    saved = latest.read_bytes()
+    assert torch.load(latest, map_location="cpu", weights_only=False)["trainer_name"] == trainer.__class__.__name__
+
+    def killed_half_way(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt("SIGTERM while saving")
+
+    monkeypatch.setattr(torch, "save", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(str(latest))
+    assert latest.read_bytes() == saved and [p.name for p in latest.parent.iterdir()] == [latest.name]
+
+
+class _FakeClock:
+    """Training time without waiting: every training iteration advances the clock by `step_s`."""
+
+    def __init__(self, step_s: float) -> None:
+        self.now, self.step_s = 1_000_000.0, step_s
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Stop(Exception):
+    pass
+
+
+def _clocked_trainer(preprocessed, cls, monkeypatch, results: Path, clock: _FakeClock, stop_at: int | None):
+    """A time-boxed trainer on the fake clock whose steps only advance the clock (nnU-Net's loop, schedule,
+    checkpoints and resuming are what is tested, not learning); it records each epoch's learning rate and stops (like
+    a killed process, without saving) when epoch `stop_at` would start."""
+    trainer = _trainer(preprocessed, cls, "flare_locator", monkeypatch, results)
+    trainer.clock = clock
+    trainer.time_budget_s = 100.0  # 5 epochs of 20 s less the end reserve: 4
+    trainer.logger.plot_progress_png = lambda folder: None
+    trainer.get_dataloaders = lambda: (itertools.repeat(None), itertools.repeat(None))
+    trainer.learning_rates = {}
+    epoch_start, train_epoch_start = trainer.on_epoch_start, trainer.on_train_epoch_start
+
+    def train_step(batch):
+        clock.now += clock.step_s
+        return {"loss": np.array(1.0)}
+
+    def validation_step(batch):
+        return {"loss": np.array(1.0), "tp_hard": np.ones(1), "fp_hard": np.zeros(1), "fn_hard": np.zeros(1)}
+
+    def on_epoch_start():
+        if trainer.current_epoch == stop_at:
+            raise _Stop
+        epoch_start()
+
+    def on_train_epoch_start():
+        train_epoch_start()
+        trainer.learning_rates[trainer.current_epoch] = trainer.optimizer.param_groups[0]["lr"]
+
+    trainer.train_step, trainer.validation_step = train_step, validation_step
+    trainer.on_epoch_start, trainer.on_train_epoch_start = on_epoch_start, on_train_epoch_start
+    return trainer
+
+
+def test_time_boxed_run_resumes_at_its_epoch_learning_rate_and_budget(preprocessed, monkeypatch, tmp_path):
+    """A 100-second run of 20-second epochs stopped during epoch 2, then continued as `nnUNetv2_train ... --c` does
+    (nnU-Net's own maybe_load_checkpoint) an hour later: checkpoint_latest of epoch 1 is there, the run goes on at
+    epoch 2 with the learning rate the schedule had there, plans with the real epoch times and ends when the
+    100 seconds of training are spent, at the same epoch the uninterrupted plan had."""
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    from nnunetv2_flare.names import ITERATIONS_ENV
+    from nnunetv2_flare.training.lr_schedulers import warmup_cosine_lr
+    from nnunetv2_flare.training.short_run_trainers import nnUNetTrainerFlareLocator_5min
+    from nnunetv2_flare.training.time_boxed import END_RESERVE_S
+    monkeypatch.setenv("nnUNet_compile", "false")
+    monkeypatch.setenv(ITERATIONS_ENV, "1")
+    clock = _FakeClock(step_s=20.0)
+    first = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock, stop_at=2)
+    with pytest.raises(_Stop):
+        first.run_training()
+    # 100 s, 20 s an epoch, 5 s kept for the end: 4 epochs, planned after each epoch and never changed
+    expected_total = int((100 - END_RESERVE_S) // 20)
+    assert first.num_epochs == first.lr_scheduler.max_steps == expected_total == 4
+    latest = Path(first.output_folder) / "checkpoint_latest.pth"
+    saved = torch.load(latest, map_location="cpu", weights_only=False)
+    assert saved["current_epoch"] == 2 and saved["logging"]["time_box_epoch_seconds"] == [20.0, 20.0]
+
+    clock.now += 3600.0  # an hour between the runs costs no training time
+    second = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock,
+                              stop_at=None)
+    maybe_load_checkpoint(second, continue_training=True, validation_only=False)
+    assert second.current_epoch == 2
+    resumed_at = clock.now
+    second.run_training()
+    assert second.time_box_deadline == resumed_at + 100 - 40
+    assert sorted(second.learning_rates) == [2, 3]
+    assert second.learning_rates[2] == pytest.approx(warmup_cosine_lr(first.initial_lr, 2, expected_total))
+    assert second.learning_rates[2] < first.learning_rates[1]  # the schedule goes on, it does not start over
+    final = torch.load(Path(second.output_folder) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == expected_total and not latest.exists()
+    assert sum(final["logging"]["time_box_epoch_seconds"]) == pytest.approx(20.0 * expected_total)
+
+    # --c on the finished run: no time is left, so no epoch is trained again
+    third = _clocked_trainer(preprocessed, nnUNetTrainerFlareLocator_5min, monkeypatch, tmp_path, clock,
+                             stop_at=None)
+    maybe_load_checkpoint(third, continue_training=True, validation_only=False)
+    third.run_training()
+    assert third.learning_rates == {} and third.current_epoch == expected_total
 
 
 # --- end to end -----------------------------------------------------------------------------------------------------
@@ -239,14 +365,36 @@ def test_locator_training_outputs(trained):
     assert list(summary["mean"]) == ["1"]
 
 
+def test_locator_is_scored_against_the_abdomen_as_its_log_says(trained, tmp_path):
+    """The command the locator's validation prints (nnUNetv2_evaluate_folder on the binarized references) gives the
+    trainer's own validation Dice, here on the validation of fold 'all' copied into a cross-validation folder."""
+    folder = trained["results"] / LOCATOR_RESULT
+    log = "".join(p.read_text() for p in (folder / "fold_all").glob("training_log_*.txt"))
+    references = trained["preprocessed"] / "gt_segmentations_abdomen"
+    assert f"nnUNetv2_evaluate_folder {references} FOLDER -djfile {folder}/dataset.json" in " ".join(log.split())
+    crossval = tmp_path / "crossval"
+    crossval.mkdir()
+    for f in (folder / "fold_all" / "validation").glob("*.nii.gz"):
+        shutil.copy(f, crossval / f.name)
+    _run(["nnUNetv2_evaluate_folder", str(references), str(crossval), "-djfile", str(folder / "dataset.json"),
+          "-pfile", str(folder / "plans.json"), "-o", str(tmp_path / "summary.json"), "-np", "1", "--chill"],
+         trained["env"])
+    ours = json.loads((tmp_path / "summary.json").read_text())
+    trainers = json.loads((folder / "fold_all" / "validation" / "summary.json").read_text())
+    assert ours["foreground_mean"]["Dice"] == pytest.approx(trainers["foreground_mean"]["Dice"], abs=1e-9)
+    assert len(ours["metric_per_case"]) == len(list((trained["raw"] / "labelsTr").glob("*.nii.gz")))
+
+
 def test_organ_training_outputs(trained):
     folder = trained["results"] / ORGANS_RESULT
     checkpoint = torch.load(folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == "nnUNetTrainerFlareOrgans_debug"
     assert json.loads((folder / "dataset.json").read_text())["labels"]["left_kidney"] == 13
-    for label_file in sorted((trained["raw"] / "labelsTr").glob("*.nii.gz")):
-        prediction, pred_image = _read(folder / "fold_all" / "validation" / label_file.name)
-        _, ref_image = _read(label_file)
+    validated = sorted((folder / "fold_all" / "validation").glob("*.nii.gz"))
+    assert [p.name for p in validated] == [p.name for p in sorted((trained["raw"] / "labelsTr").glob("*.nii.gz"))][:2]
+    for prediction_file in validated:
+        prediction, pred_image = _read(prediction_file)
+        _, ref_image = _read(trained["raw"] / "labelsTr" / prediction_file.name)
         assert _same_grid(pred_image, ref_image)
         assert set(np.unique(prediction)) <= set(range(14))
     summary = json.loads((folder / "fold_all" / "validation" / "summary.json").read_text())

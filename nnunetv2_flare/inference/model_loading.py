@@ -145,6 +145,39 @@ def _configuration_name(folder: Path, plans: dict, checkpoint_file: Path) -> str
     return name
 
 
+@dataclass(frozen=True)
+class ModelFolder:
+    """What a trained model folder says about itself, read without building its network."""
+    folder: Path
+    checkpoint_files: list[Path]  # one per fold
+    plans: dict
+    dataset_json: dict
+    configuration_name: str
+    configuration: dict  # inherits_from resolved
+
+
+def read_model_folder(model_folder: str | os.PathLike, folds: Sequence[str | int],
+                      checkpoint_name: str = names.CHECKPOINT, configuration: str | None = None) -> ModelFolder:
+    """The files a phase needs (plans.json, dataset.json, fold_<f>/<checkpoint>) and its configuration, which must
+    use CT normalization; FileNotFoundError / ValueError saying what is wrong otherwise."""
+    folder = Path(model_folder)
+    checkpoint_files = [folder / fold_folder_name(f) / checkpoint_name for f in folds]
+    for needed in (folder / "plans.json", folder / "dataset.json", *checkpoint_files):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed} is missing: {folder} must be a trained nnU-Net model folder "
+                                    f"(plans.json, dataset.json, {needed.parent.name}/{checkpoint_name}). "
+                                    f"Check -f / -chk, or train that fold first.")
+    plans = json.loads((folder / "plans.json").read_text())
+    configuration = configuration or _configuration_name(folder, plans, checkpoint_files[0])
+    config = resolve_configuration(plans, configuration)
+    scheme = config["normalization_schemes"][0]
+    if scheme != "CTNormalization":
+        raise ValueError(f"{folder}: configuration {configuration} uses {scheme}; the cascade supports "
+                         f"CTNormalization only.")
+    return ModelFolder(folder, checkpoint_files, plans, json.loads((folder / "dataset.json").read_text()),
+                       configuration, config)
+
+
 def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str | int] = "all",
                checkpoint_name: str = names.CHECKPOINT, device: str | torch.device = "cpu",
                configuration: str | None = None, backend: str = "torch", threads: int | None = None,
@@ -166,22 +199,10 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
         parse_folds,
     )
 
-    folder = Path(model_folder)
     folds = parse_folds(fold)
-    checkpoint_files = [folder / fold_folder_name(f) / checkpoint_name for f in folds]
-    for needed in (folder / "plans.json", folder / "dataset.json", *checkpoint_files):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{needed} is missing: {folder} must be a trained nnU-Net model folder "
-                                    f"(plans.json, dataset.json, {needed.parent.name}/{checkpoint_name}). "
-                                    f"Check -f / -chk, or train that fold first.")
-    plans = json.loads((folder / "plans.json").read_text())
-    configuration = configuration or _configuration_name(folder, plans, checkpoint_files[0])
-    config = resolve_configuration(plans, configuration)
-    scheme = config["normalization_schemes"][0]
-    if scheme != "CTNormalization":
-        raise ValueError(f"{folder}: configuration {configuration} uses {scheme}; the cascade supports "
-                         f"CTNormalization only.")
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    model = read_model_folder(model_folder, folds, checkpoint_name, configuration)
+    plans, dataset_json, config, checkpoint_files = model.plans, model.dataset_json, model.configuration, \
+        model.checkpoint_files
     num_classes = number_of_classes(dataset_json)
     transpose = plans.get("transpose_forward", [0, 1, 2])
     patch_size = [int(p) for p in config["patch_size"]]
@@ -212,7 +233,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
                  spacing=_to_array_order([float(s) for s in config["spacing"]], transpose),
                  num_classes=num_classes, source=", ".join(map(str, checkpoint_files)),
                  label_names=label_names(dataset_json), orientation=training_orientation(plans),
-                 reader=plans.get("image_reader_writer"), identity=model_digest(folder, checkpoint_files),
+                 reader=plans.get("image_reader_writer"), identity=model_digest(model.folder, checkpoint_files),
                  stride=stride,
                  batch_size=int(config.get("batch_size", 1)), window_range=window_range)
 

@@ -9,14 +9,14 @@ from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.phantoms.dataset import write_phantom_dataset
-from nnunetv2_flare.phantoms.scan import FOVS, SHAPES
+from nnunetv2_flare.phantoms.scan import FOVS, MIN_SCALE, SHAPES
 
 PROG = "nnUNetv2_flare_make_phantoms"
 
 
-# a phantom keeps at least 8 voxels in-plane (scan.py): below 8 / 512 of the clinical grid its voxels would outgrow
-# the body instead of the grid shrinking
-MIN_SHAPE_FACTOR = 8 / 512
+# below MIN_SCALE (1/20) the thinnest slices would be thicker than nnUNetv2_flare_predict reads (scan.py); the
+# grid keeps at least 8 voxels in-plane, so below 8 / 512 its voxels would outgrow the body anyway
+MIN_SHAPE_FACTOR = max(MIN_SCALE, 8 / 512)
 
 
 def _shape(value: str) -> float | str:

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM
+
 # field of view along z in template mm (top, bottom ranges) and how often each occurs
 FOVS: dict[str, tuple[tuple[float, float], tuple[float, float], float]] = {
     "upper_abdomen": ((185, 235), (-60, -20), 0.2),
@@ -13,6 +15,8 @@ FOVS: dict[str, tuple[tuple[float, float], tuple[float, float], float]] = {
     "chest_abdomen_pelvis": ((400, 480), (-330, -270), 0.15),
 }
 SLICE_THICKNESSES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+# the smallest scale at which the thinnest slices stay within what nnUNetv2_flare_predict reads
+MIN_SCALE = min(SLICE_THICKNESSES) / MAX_SPACING_MM
 MIN_SLICES, MAX_SLICES = 40, 600
 # header flips (x, y, z) as they occur in practice: DICOM-like LPS, NIfTI/RAS-like, and head-first stacks
 FLIPS = (((False, False, False), 0.35), ((True, True, False), 0.3), ((False, False, True), 0.15),
@@ -43,7 +47,13 @@ class Scan:
         (top_lo, top_hi), (bottom_lo, bottom_hi), _ = FOVS[fov]
         top, bottom = rng.uniform(top_lo, top_hi) * z_scale, rng.uniform(bottom_lo, bottom_hi) * z_scale
         extent = top - bottom
-        usable = [t for t in SLICE_THICKNESSES if MIN_SLICES <= extent / t <= MAX_SLICES]
+        # scaled-down grids make thicker slices: keep them within what nnUNetv2_flare_predict reads as a CT (on the
+        # coarsest grids, even if the clinical scan would have had more or fewer slices than usual)
+        thin_enough = [t for t in SLICE_THICKNESSES if t / scale <= MAX_SPACING_MM]
+        if not thin_enough:
+            raise ValueError(f"scale {scale:g} makes slices thicker than {MAX_SPACING_MM:g} mm, the most "
+                             f"nnUNetv2_flare_predict reads; use a scale of at least {MIN_SCALE:g}")
+        usable = [t for t in thin_enough if MIN_SLICES <= extent / t <= MAX_SLICES] or thin_enough
         thickness = float(rng.choice(usable))
         n_slices = int(round(extent / thickness))
         # the scanner's field of view fits the patient, within the 0.6-1.0 mm pixel range of clinical scans

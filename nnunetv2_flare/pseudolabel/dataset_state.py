@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import SimpleITK as sitk
@@ -122,13 +123,37 @@ def geometry_mismatch(image_file: Path, label_file: Path, tolerance: float = 1e-
     return None
 
 
-def check_dataset(dataset: FlareDataset, cases: list[str] | None = None) -> None:
-    """Refuse (DatasetStateError) unless labels, images and preprocessed data agree for every case.
+def case_problems(dataset: FlareDataset, case: str, configurations: Iterable[str],
+                  labels_folder: Path | None = None) -> list[str]:
+    """Why a case's preprocessed data are not those of its label in `labels_folder` (default labelsTr): the label
+    is missing or off its image's grid, gt_segmentations/<case> holds another label (compared by bytes, as nnU-Net
+    copies it, else by voxels), or a configuration folder lacks the case."""
+    folder = labels_folder or dataset.labels_folder
+    label = dataset.label_file(case, folder)
+    if not label.is_file():
+        return [f"{case}: label {label} missing"]
+    problems = []
+    mismatch = geometry_mismatch(dataset.images[case][0], label)
+    if mismatch:
+        problems.append(f"{case}: label geometry differs from its image: {mismatch}")
+    gt = dataset.preprocessed / GT_FOLDER
+    gt_file = dataset.label_file(case, gt)
+    if gt.is_dir():
+        if not gt_file.is_file():
+            problems.append(f"{case}: {gt_file} missing")
+        elif not filecmp.cmp(label, gt_file, shallow=False) and \
+                not np.array_equal(_read_label(label), _read_label(gt_file)):
+            problems.append(f"{case}: {folder.name} and {GT_FOLDER} differ (labels edited after preprocessing?)")
+    for identifier in configurations:
+        for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
+            if not (dataset.preprocessed / identifier / f"{case}{suffix}").is_file():
+                problems.append(f"{case}: {identifier}/{case}{suffix} missing")
+    return problems
 
-    Checks: every image has a label on the same grid; gt_segmentations/<case> holds the same label (same bytes, as
-    nnU-Net copies it, else the same voxels); every preprocessed configuration folder holds the case. All problems
-    are collected and reported together.
-    """
+
+def check_dataset(dataset: FlareDataset, cases: list[str] | None = None) -> None:
+    """Refuse (DatasetStateError) unless labels, images and preprocessed data agree for every case
+    (`case_problems`). All problems are collected and reported together."""
     cases = dataset.cases if cases is None else cases
     problems: list[str] = []
     if dataset.journal_path.is_file():
@@ -145,27 +170,10 @@ def check_dataset(dataset: FlareDataset, cases: list[str] | None = None) -> None
     if not configurations:
         problems.append(f"no preprocessed configuration of {dataset.plans_identifier} found in {dataset.preprocessed}")
     for case in cases:
-        label = dataset.label_file(case)
-        if not label.is_file():
-            problems.append(f"{case}: label {label} missing")
-            continue
-        mismatch = geometry_mismatch(dataset.images[case][0], label)
-        if mismatch:
-            problems.append(f"{case}: label geometry differs from its image: {mismatch}")
-        gt_file = dataset.label_file(case, gt)
-        if gt.is_dir():
-            if not gt_file.is_file():
-                problems.append(f"{case}: {gt_file} missing")
-            elif not filecmp.cmp(label, gt_file, shallow=False) and \
-                    not np.array_equal(_read_label(label), _read_label(gt_file)):
-                problems.append(f"{case}: labelsTr and {GT_FOLDER} differ (labels edited after preprocessing?)")
-        for identifier in configurations:
-            for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
-                if not (dataset.preprocessed / identifier / f"{case}{suffix}").is_file():
-                    problems.append(f"{case}: {identifier}/{case}{suffix} missing")
+        problems.extend(case_problems(dataset, case, configurations))
     if problems:
-        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        shown = "; ".join(problems[:20]) + (f"; ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise DatasetStateError(
             f"the labels and preprocessed data of {dataset.raw.name} disagree, so a pseudo-label round would build "
-            f"on stale data:\n  {shown}\nFix the labels (same grid as the images) and re-run the preprocessing of "
+            f"on stale data: {shown}. Fix the labels (same grid as the images) and re-run the preprocessing of "
             f"this dataset (nnUNetv2_flare_plan_and_preprocess) before starting a round.")

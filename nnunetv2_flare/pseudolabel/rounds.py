@@ -3,10 +3,12 @@
 Layout (k = the round being made, j = k - 1 the current one):
 
     $nnUNet_raw/DatasetXXX/
-        labelsTr/                       labels of the current round (what nnU-Net reads; a real folder)
-        labelsTr_round0/ ... round<j-1>/ every earlier round, complete, never modified again
-        pseudolabel_rounds.json         the journal (atomic writes)
+        labelsTr/                       a copy of the current round's labels (what nnU-Net reads; a real folder)
+        labelsTr_round0/ ... round<j>/  every round's labels, the current one included, complete, never written again
+        pseudolabel_rounds.json         the journal (atomic writes): each round's kind, settings, state and the
+                                        SHA-256 of each of its label files
         pseudolabel_round<k>_report.json  voxels gained / lost per organ, per case, in total
+        labelsTr_unrecorded_<time>/     labels found in labelsTr that no round recorded, kept by --restore_round
         .labelsTr_round<k>.partial/     the next round while it is being written (hidden)
         .pseudolabel_round<k>.work/     per-case results of the round in progress (lets a rerun continue)
     $nnUNet_preprocessed/DatasetXXX/
@@ -14,10 +16,12 @@ Layout (k = the round being made, j = k - 1 the current one):
         .gt_segmentations_round<k>.partial/, .<Plans>_<cfg>_round<k>.partial/   the next round being written
 
 A round fills the hidden `.partial` folders completely, then switches: each preprocessed folder is renamed away and
-its `.partial` renamed into place, then `labelsTr` is renamed to `labelsTr_round<j>` and the staged labels renamed to
-`labelsTr`. Renames are atomic, so every folder holds one complete round; the journal records 'switching' before the
-first rename, and a rerun finds the state and finishes the remaining renames (roll forward). Until 'switching' the
-dataset is untouched: abandoning a round only means deleting hidden folders.
+its `.partial` renamed into place; the staged labels are copied to `.labelsTr.partial`, renamed to
+`labelsTr_round<k>`, and `.labelsTr.partial` replaces `labelsTr`. Renames are atomic, so every folder holds one
+complete round; the journal records 'switching' before the first rename, and a rerun finds the state and finishes
+the remaining steps (roll forward). Until 'switching' the dataset is untouched: abandoning a round only means
+deleting hidden folders. Round 0 (the labels the dataset came with) is copied to `labelsTr_round0` when the first
+round starts.
 """
 from __future__ import annotations
 
@@ -29,18 +33,21 @@ from typing import Any
 
 from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.pseudolabel.dataset_state import GT_FOLDER, DatasetStateError, FlareDataset
+from nnunetv2_flare.pseudolabel.label_versions import (
+    copy_labels,
+    history_labels_folder,
+    keep_labels_as,
+    labels_drift,
+    labels_manifest,
+)
 
-JOURNAL_FORMAT = 1
+JOURNAL_FORMAT = 2
 # a round's states, in order; 'done' is the only one in which the round's data are what nnU-Net reads
 STATES = ("started", "labels_written", "preprocessed", "switching", "done")
 
 
 def now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def history_labels_folder(dataset: FlareDataset, round_: int) -> Path:
-    return dataset.raw / f"labelsTr_round{round_}"
 
 
 def staged_labels_folder(dataset: FlareDataset, round_: int) -> Path:
@@ -69,9 +76,31 @@ def load_journal(dataset: FlareDataset) -> dict[str, Any]:
     if not dataset.journal_path.is_file():
         return {"format": JOURNAL_FORMAT, "current_round": 0, "rounds": []}
     journal = json.loads(dataset.journal_path.read_text())
+    if journal.get("format") == 1:
+        return _upgrade_format_1(dataset, journal)
     if journal.get("format") != JOURNAL_FORMAT:
         raise DatasetStateError(f"{dataset.journal_path} has format {journal.get('format')}, this version reads "
                                 f"format {JOURNAL_FORMAT}")
+    return journal
+
+
+def _upgrade_format_1(dataset: FlareDataset, journal: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 kept the current round only in labelsTr and recorded no digests: keep labelsTr as the current
+    round's folder, record every round's digests and round 0."""
+    if unfinished_round(journal):
+        raise DatasetStateError(f"{dataset.journal_path} (format 1) has an unfinished round: finish it with the "
+                                f"version of nnunetv2_flare that started it, or delete its hidden folders and its "
+                                f"journal entry")
+    current = journal["current_round"]
+    if not history_labels_folder(dataset, current).exists():
+        keep_labels_as(dataset, dataset.labels_folder, history_labels_folder(dataset, current).name)
+    original = {"round": 0, "kind": "original", "state": "done", "done_at": now()}
+    journal["rounds"] = [original, *journal["rounds"]] if current else []
+    for record in journal["rounds"]:
+        record.setdefault("kind", "pseudolabel")
+        record["labels"] = labels_manifest(dataset, history_labels_folder(dataset, record["round"]))
+    journal["format"] = JOURNAL_FORMAT
+    save_journal(dataset, journal)
     return journal
 
 
@@ -94,21 +123,52 @@ def set_state(dataset: FlareDataset, journal: dict[str, Any], record: dict[str, 
     save_journal(dataset, journal)
 
 
+def keep_original_round(dataset: FlareDataset, journal: dict[str, Any]) -> None:
+    """Before the first round: labelsTr as round 0, in its own folder and in the journal."""
+    if journal["rounds"]:
+        return
+    folder = history_labels_folder(dataset, 0)
+    found = labels_manifest(dataset, dataset.labels_folder)
+    if folder.exists():  # a first round interrupted between this copy and the journal write
+        if labels_manifest(dataset, folder) != found:
+            raise DatasetStateError(f"{folder} exists but the journal records no round and it differs from "
+                                    f"{dataset.labels_folder}; move it away (it is not this tool's round 0)")
+    else:
+        keep_labels_as(dataset, dataset.labels_folder, folder.name)
+    journal["rounds"].append({"round": 0, "kind": "original", "state": "done", "done_at": now(), "labels": found})
+    save_journal(dataset, journal)
+
+
+def round_title(record: dict[str, Any]) -> str:
+    kind = record.get("kind", "pseudolabel")
+    if kind == "original":
+        return "the original labels"
+    if kind == "restore":
+        return f"round {record['settings']['restored_round']}'s labels restored"
+    if kind == "edits":
+        return "labelsTr as edited by hand"
+    settings = record["settings"]
+    return f"pseudo-labels of model {settings['model']} fold {settings['fold']}"
+
+
 def describe_rounds(dataset: FlareDataset) -> str:
-    """The `--rounds` listing: one line per round, where its labels are, what changed."""
+    """The `--rounds` listing: one line per round, where its labels are, what changed, and whether labelsTr is the
+    current round as recorded."""
     journal = load_journal(dataset)
     current = journal["current_round"]
-    lines = [f"{dataset.raw.name}: current round {current} (labels in {dataset.labels_folder})"]
-    where0 = dataset.labels_folder if current == 0 else history_labels_folder(dataset, 0)
-    lines.append(f"  round 0: the original labels, in {where0}")
+    if not journal["rounds"]:
+        return (f"{dataset.raw.name}: current round 0, the original labels in {dataset.labels_folder} (kept as "
+                f"labelsTr_round0 when the first round starts)")
+    drift = labels_drift(dataset, journal)
+    state = f"differs from round {current}: {drift.summary()}" if drift else f"holds round {current} as recorded"
+    lines = [f"{dataset.raw.name}: current round {current}; {dataset.labels_folder} {state}"]
     for r in journal["rounds"]:
         k = r["round"]
-        where = dataset.labels_folder if k == current else (
-            history_labels_folder(dataset, k) if r["state"] == "done" else staged_labels_folder(dataset, k))
         changed = r.get("changed_cases")
         summary = f", {len(changed)} cases changed" if changed is not None else ""
-        lines.append(f"  round {k}: {r['state']} (started {r['started_at']}{summary}), model {r['settings']['model']}"
-                     f" fold {r['settings']['fold']}, labels in {where}")
+        where = history_labels_folder(dataset, k) if r["state"] == "done" else staged_labels_folder(dataset, k)
+        lines.append(f"  round {k}: {round_title(r)}; {r['state']} {r.get(r['state'] + '_at', '')}{summary}, "
+                     f"labels in {where}")
         if r["state"] == "done" and report_path(dataset, k).is_file():
             lines.append(f"           report {report_path(dataset, k)}")
     unfinished = unfinished_round(journal)
@@ -123,7 +183,7 @@ def switch_to_round(dataset: FlareDataset, journal: dict[str, Any], record: dict
                     preprocessed_names: list[str]) -> None:
     """Rename the staged folders into place. Idempotent: a rerun after a crash finishes what is left."""
     k = record["round"]
-    j = k - 1
+    j = journal["current_round"]
     if record["state"] != "switching":
         set_state(dataset, journal, record, "switching")
     for name in [*preprocessed_names, GT_FOLDER]:
@@ -138,20 +198,21 @@ def switch_to_round(dataset: FlareDataset, journal: dict[str, Any], record: dict
             os.rename(live, retired)
         os.rename(staged, live)
     staged = staged_labels_folder(dataset, k)
-    if staged.is_dir():
-        history = history_labels_folder(dataset, j)
+    next_live = dataset.raw / ".labelsTr.partial"
+    retired_live = dataset.raw / ".labelsTr.old"
+    if staged.is_dir():  # the copy for labelsTr is complete once the round's own folder has its name
+        copy_labels(dataset, staged, next_live)
+        os.rename(staged, history_labels_folder(dataset, k))
+    if next_live.is_dir():
+        if retired_live.exists():
+            shutil.rmtree(retired_live)
         if dataset.labels_folder.is_dir():
-            if history.exists():
-                raise DatasetStateError(
-                    f"both {dataset.labels_folder} and {history} exist while round {k} is being switched in; "
-                    f"this is not a state this tool leaves behind. Check which folder holds round {j}, keep it as "
-                    f"{history}, and run again")
-            os.rename(dataset.labels_folder, history)
-        os.rename(staged, dataset.labels_folder)
+            os.rename(dataset.labels_folder, retired_live)
+        os.rename(next_live, dataset.labels_folder)
     journal["current_round"] = k
     set_state(dataset, journal, record, "done")
-    for name in [*preprocessed_names, GT_FOLDER]:
-        retired = retired_preprocessed_folder(dataset, name, j)
+    for retired in [retired_live, *(retired_preprocessed_folder(dataset, n, j)
+                                    for n in [*preprocessed_names, GT_FOLDER])]:
         if retired.exists():
             shutil.rmtree(retired)
     if work_folder(dataset, k).exists():

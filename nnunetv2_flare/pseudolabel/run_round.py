@@ -9,7 +9,6 @@ interruption continues the round; `restart=True` discards it instead.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -18,17 +17,20 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunetv2_flare.atomic_io import atomic_path, remove_stale_temporaries, write_image_atomic, write_json_atomic
+from nnunetv2_flare.atomic_io import remove_stale_temporaries, write_image_atomic, write_json_atomic
 from nnunetv2_flare.labels import FLARE_ORGANS
 from nnunetv2_flare.names import CASCADE_MARGIN_MM
 from nnunetv2_flare.pseudolabel import rounds
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY, combine_labels, validate_priority, voxel_changes
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset
+from nnunetv2_flare.pseudolabel.label_versions import check_labels_match_journal, copy_label_file, labels_manifest
 from nnunetv2_flare.pseudolabel.organ_prediction import OrganPredictor, predict_case
 from nnunetv2_flare.pseudolabel.refresh_preprocessed import stage_preprocessed
 
 # called after each case of a stage ("labels" or "preprocessing"), e.g. by progress UIs or failure-injection tests
 CaseHook = Callable[[str, str], None]
+# receives each message of a round as it happens (what is continued, warnings), e.g. `print`
+MessageHook = Callable[[str], None]
 
 
 @dataclass
@@ -107,12 +109,6 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    """Same bytes and modification time: an unchanged label looks unchanged to mtime-based tools too."""
-    with atomic_path(target) as tmp:
-        shutil.copy2(source, tmp)
-
-
 def _combine_case(dataset: FlareDataset, case: str, predict_organs: OrganPredictor, priority: Sequence[int],
                   margin_mm: float, classes: Sequence[int]) -> tuple[dict[str, Any], sitk.Image | None]:
     """(report entry, new label image or None when nothing changed)."""
@@ -133,19 +129,24 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
                           settings: dict[str, Any], trusted: Iterable[str] = (),
                           priority: Sequence[int] = PAPER_PRIORITY, margin_mm: float = CASCADE_MARGIN_MM,
                           dry_run: bool = False, restart: bool = False, progress: bool = True,
-                          report_file: str | Path | None = None, after_case: CaseHook | None = None) -> RoundResult:
-    """Make (or finish) one round. `settings` identifies the model (recorded, and compared on resume);
-    `predictor_factory` is only called when a case needs predicting."""
+                          report_file: str | Path | None = None, after_case: CaseHook | None = None,
+                          on_message: MessageHook | None = None) -> RoundResult:
+    """Make (or finish) one round. `settings` identifies the model (recorded, and compared on resume; a
+    'model_digest' equal to the previous pseudo-label round's gives a warning); `predictor_factory` is only called
+    when a case needs predicting."""
     priority, trusted = _checked_priority_and_trusted(dataset, priority, trusted)
     settings = {**settings, "priority": list(priority), "margin_mm": float(margin_mm), "trusted": trusted}
+    messages = Messages(on_message)
     journal = rounds.load_journal(dataset)
     record = rounds.unfinished_round(journal)
-    messages: list[str] = []
     if record is not None and record["state"] == "switching":
-        return _finish_interrupted_switch(dataset, journal, record, dry_run, messages)
-    record = _resumable_record(dataset, journal, record, settings, restart, dry_run, messages)
+        return finish_interrupted_switch(dataset, journal, record, dry_run, messages)
+    record = resumable_record(dataset, journal, record, "pseudolabel", settings, restart, dry_run, messages)
+    check_labels_match_journal(dataset, journal)
     check_dataset(dataset)
-    k, record = _open_round(dataset, journal, record, settings, dry_run, messages)
+    if record is None:
+        _warn_if_same_checkpoint(journal, settings, messages)
+    k, record = open_round(dataset, journal, record, "pseudolabel", settings, dry_run, messages)
     classes = sorted(set(FLARE_ORGANS) | set(priority))
     entries = _predict_and_combine(dataset, k, predictor_factory, set(trusted), priority, margin_mm, classes,
                                    dry_run, progress, after_case)
@@ -153,13 +154,37 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
     if report_file is not None:
         write_json_atomic(report, report_file)
     if not dry_run:
-        _stage_and_switch(dataset, journal, record, entries, report, progress, after_case)
-    return RoundResult(k, report, dry_run, messages=messages)
+        stage_and_switch(dataset, journal, record, entries, report, progress, after_case)
+    return RoundResult(k, report, dry_run, messages=messages.lines)
+
+
+class Messages:
+    """A round's messages: passed on as they happen and kept for its result."""
+
+    def __init__(self, on_message: MessageHook | None = None) -> None:
+        self.lines: list[str] = []
+        self.on_message = on_message
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        if self.on_message is not None:
+            self.on_message(line)
+
+
+def _warn_if_same_checkpoint(journal: dict, settings: dict[str, Any], messages: Messages) -> None:
+    made = [r for r in journal["rounds"] if r.get("kind") == "pseudolabel" and r["state"] == "done"]
+    digest = settings.get("model_digest")
+    if made and digest and made[-1]["settings"].get("model_digest") == digest:
+        messages(f"warning: round {made[-1]['round']} was made with this very model (the same plans and checkpoint "
+                 f"bytes: {made[-1]['settings']['model']}, {made[-1]['settings'].get('checkpoint')}): it has not been "
+                 f"fine-tuned on that round's labels since, so this round can add little. Fine-tune first (the "
+                 f"nnUNetv2_train line printed after round {made[-1]['round']}) and pass the new model with -m.")
 
 
 def _checked_priority_and_trusted(dataset: FlareDataset, priority: Sequence[int],
                                   trusted: Iterable[str]) -> tuple[list[int], list[str]]:
-    """The priority list (validated, covering the dataset's labels) and the sorted trusted case ids (all known)."""
+    """The priority list (validated, covering exactly the dataset's labels) and the sorted trusted case ids (all
+    known)."""
     priority = validate_priority(priority)
     trusted = sorted(set(trusted))
     unknown = sorted(set(trusted) - set(dataset.cases))
@@ -171,32 +196,40 @@ def _checked_priority_and_trusted(dataset: FlareDataset, priority: Sequence[int]
     if not labels <= set(priority):
         raise DatasetStateError(f"the priority list {list(priority)} misses the dataset's labels "
                                 f"{sorted(labels - set(priority))}: every foreground label needs a place in it")
+    if not set(priority) <= labels:
+        raise DatasetStateError(f"the priority list {list(priority)} names {sorted(set(priority) - labels)}, which "
+                                f"the dataset does not have (its labels are {sorted(labels)})")
     return priority, trusted
 
 
-def _finish_interrupted_switch(dataset: FlareDataset, journal: dict, record: dict, dry_run: bool,
-                               messages: list[str]) -> RoundResult:
+def finish_interrupted_switch(dataset: FlareDataset, journal: dict, record: dict, dry_run: bool,
+                              messages: Messages) -> RoundResult:
     """A round interrupted while switching folders: finish the switch (its labels and data are complete)."""
     k = record["round"]
     report = json.loads(rounds.report_path(dataset, k).read_text())
     if dry_run:
-        messages.append(f"round {k} was interrupted while switching folders; a run without --dry_run finishes it")
-        return RoundResult(k, report, True, messages=messages)
+        messages(f"round {k} was interrupted while switching folders; a run without --dry_run finishes it")
+        return RoundResult(k, report, True, messages=messages.lines)
     rounds.switch_to_round(dataset, journal, record, record["preprocessed_folders"])
-    messages.append(f"finished round {k}, which was interrupted while switching folders")
-    return RoundResult(k, report, False, finished_interrupted_switch=True, messages=messages)
+    messages(f"finished round {k}, which was interrupted while switching folders")
+    return RoundResult(k, report, False, finished_interrupted_switch=True, messages=messages.lines)
 
 
-def _resumable_record(dataset: FlareDataset, journal: dict, record: dict | None, settings: dict[str, Any],
-                      restart: bool, dry_run: bool, messages: list[str]) -> dict | None:
+def resumable_record(dataset: FlareDataset, journal: dict, record: dict | None, kind: str, settings: dict[str, Any],
+                     restart: bool, dry_run: bool, messages: Messages) -> dict | None:
     """The unfinished round to continue, None to start a new one (`restart` discards an unfinished round); an
-    unfinished round started with other settings is refused."""
+    unfinished round started with other settings, or by another command, is refused."""
     if record is not None and restart:
         if dry_run:
-            messages.append(f"a run without --dry_run would discard the unfinished round {record['round']}")
+            messages(f"a run without --dry_run would discard the unfinished round {record['round']}")
         else:
-            messages.append(f"discarded unfinished round {rounds.discard_unfinished(dataset, journal)}")
+            messages(f"discarded unfinished round {rounds.discard_unfinished(dataset, journal)}")
         return None
+    if record is not None and record.get("kind", "pseudolabel") != kind:
+        raise DatasetStateError(
+            f"round {record['round']} of {dataset.raw.name} ({rounds.round_title(record)}) is unfinished "
+            f"({record['state']}): rerun the command that started it to finish it (see --rounds), or add --restart "
+            f"to discard it")
     if record is not None and record["settings"] != settings:
         differing = sorted(k for k in set(settings) | set(record["settings"])
                            if settings.get(k) != record["settings"].get(k))
@@ -207,16 +240,21 @@ def _resumable_record(dataset: FlareDataset, journal: dict, record: dict | None,
     return record
 
 
-def _open_round(dataset: FlareDataset, journal: dict, record: dict | None, settings: dict[str, Any], dry_run: bool,
-                messages: list[str]) -> tuple[int, dict | None]:
-    """The round's number and journal record: a new round is recorded as started (not on a dry run)."""
+def open_round(dataset: FlareDataset, journal: dict, record: dict | None, kind: str, settings: dict[str, Any],
+               dry_run: bool, messages: Messages) -> tuple[int, dict | None]:
+    """The round's number and journal record: a new round is recorded as started (not on a dry run), after round 0
+    is kept in its own folder."""
     k = record["round"] if record is not None else journal["current_round"] + 1
     if record is None and not dry_run:
-        record = {"round": k, "settings": settings}
+        rounds.keep_original_round(dataset, journal)
+        record = {"round": k, "kind": kind, "settings": settings}
         journal["rounds"].append(record)
         rounds.set_state(dataset, journal, record, "started")
     elif record is not None:
-        messages.append(f"continuing round {k} from state '{record['state']}'")
+        staged = rounds.staged_labels_folder(dataset, k)
+        done = sum(dataset.label_file(c, staged).is_file() for c in dataset.cases)
+        messages(f"continuing round {k} from state '{record['state']}' ({done} of {len(dataset.cases)} cases done "
+                 f"before the interruption are kept)")
     return k, record
 
 
@@ -252,7 +290,7 @@ def _predict_and_combine(dataset: FlareDataset, k: int, predictor_factory: Calla
             entry, new_image = _combine_case(dataset, case, predictor, priority, margin_mm, classes)
         if not dry_run:
             if new_image is None:  # trusted or unchanged: the same bytes as before
-                _copy_file(source, target)
+                copy_label_file(source, target)
             else:
                 write_image_atomic(new_image, target)
             write_json_atomic(entry, record_file)
@@ -262,18 +300,23 @@ def _predict_and_combine(dataset: FlareDataset, k: int, predictor_factory: Calla
     return entries
 
 
-def _stage_and_switch(dataset: FlareDataset, journal: dict, record: dict, entries: dict[str, dict],
-                      report: dict[str, Any], progress: bool, after_case: CaseHook | None) -> None:
-    """Record the labels, stage the preprocessed data of the changed cases, switch the dataset to the round."""
+def stage_and_switch(dataset: FlareDataset, journal: dict, record: dict, entries: dict[str, dict],
+                     report: dict[str, Any], progress: bool, after_case: CaseHook | None,
+                     regenerate: Iterable[str] | None = None) -> None:
+    """Record the labels, stage the preprocessed data of the changed cases (or of `regenerate`, when the
+    preprocessed data must be remade for other cases too), switch the dataset to the round."""
     k = record["round"]
     changed = [c for c, e in entries.items() if e["changed"]]
     foreground_changed = [c for c, e in entries.items() if e["foreground_voxels_changed"]]
+    staged_labels = rounds.staged_labels_folder(dataset, k)
     write_json_atomic(report, rounds.report_path(dataset, k))
     if record["state"] == "started":
         rounds.set_state(dataset, journal, record, "labels_written", changed_cases=changed,
-                         foreground_changed_cases=foreground_changed, report=rounds.report_path(dataset, k).name)
-
-    names = stage_preprocessed(dataset, k, changed, rounds.staged_labels_folder(dataset, k), foreground_changed,
+                         foreground_changed_cases=foreground_changed, report=rounds.report_path(dataset, k).name,
+                         labels=labels_manifest(dataset, staged_labels))
+    if regenerate is not None:
+        changed = foreground_changed = sorted(set(regenerate))
+    names = stage_preprocessed(dataset, k, changed, staged_labels, foreground_changed,
                                progress, None if after_case is None else lambda case: after_case("preprocessing", case))
     if record["state"] == "labels_written":
         rounds.set_state(dataset, journal, record, "preprocessed", preprocessed_folders=names)
