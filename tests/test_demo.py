@@ -69,6 +69,7 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
         checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
         assert checkpoint["current_epoch"] == 1  # the smoke run's single epoch
         assert not (fold / "validation").exists()
+        assert (fold / "progress.png").is_file()  # drawn once, at the end
     # 5 predictions on the input grid, labels within 0..13
     prediction = sitk.ReadImage(str(out / "predictions" / "phantomTs_0000.nii.gz"))
     image = sitk.ReadImage(str(raw / "imagesTs" / "phantomTs_0000_0000.nii.gz"))
@@ -219,3 +220,18 @@ def test_same_seed_trains_the_same_model(smoke_run: tuple[Path, str], tmp_path: 
     again, other = train(0), train(1)
     assert all(torch.allclose(reference[k].float(), again[k].float(), atol=1e-5) for k in reference)
     assert not all(torch.allclose(reference[k].float(), other[k].float(), atol=1e-5) for k in reference)
+
+
+def test_the_progress_plot_is_drawn_at_the_end_only(tmp_path: Path) -> None:
+    from nnunetv2_flare.training.demo_trainers import PlotAtEndLogger
+    logger = PlotAtEndLogger(str(tmp_path), False)
+    for epoch in range(3):
+        for key, value in (("mean_fg_dice", 0.5), ("ema_fg_dice", 0.5), ("dice_per_class_or_region", [0.5]),
+                           ("train_losses", 0.1), ("val_losses", 0.2), ("lrs", 1e-3),
+                           ("epoch_start_timestamps", epoch), ("epoch_end_timestamps", epoch + 1)):
+            logger.log(key, value, epoch)
+        logger.plot_progress_png(str(tmp_path))  # what nnU-Net calls after every epoch
+    assert not (tmp_path / "progress.png").exists()
+    logger.plot_final(str(tmp_path))
+    assert (tmp_path / "progress.png").is_file()
+
