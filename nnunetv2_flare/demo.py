@@ -61,6 +61,8 @@ PICTURE = "demo_case.png"  # a held-out case, reference vs prediction, in the ou
 PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantoms, not clinical data"
 # output lines of the subprocesses worth showing on the terminal (everything goes to the logs)
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
+# the 1-minute load average from which the demo's OpenMP threads sleep instead of spinning while they wait
+BUSY_LOAD = 0.75
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
 @dataclass
@@ -160,9 +162,10 @@ def demo_environment(output_folder: Path, settings: DemoSettings, base: dict[str
         if not env.get(name):
             env[name] = str(output_folder / name)
     env["nnUNet_n_proc_DA"] = "0"
-    # OpenMP threads that wait by sleeping, not spinning: beside another busy process a spinning thread holds a core
-    # the other thread of its parallel region needs (docs/demo.md, "Sharing the CPU")
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if other_work_running() and "OMP_WAIT_POLICY" not in env:
+        # beside another busy process a spinning OpenMP thread holds a core the other thread of its parallel region
+        # needs; sleeping threads cost time on an idle machine instead (docs/demo.md, "Sharing the CPU")
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     env[ITERATIONS_ENV] = str(settings.iterations_per_epoch)
     env[BATCH_SIZE_ENV] = str(settings.batch_size)
     env[SEED_ENV] = str(settings.seed)
@@ -171,6 +174,11 @@ def demo_environment(output_folder: Path, settings: DemoSettings, base: dict[str
     env.pop(DEADLINE_ENV, None)
     ensure_ext_trainer_env(env)
     return env
+
+
+def other_work_running(threshold: float = BUSY_LOAD) -> bool:
+    """Whether other processes kept the CPU busy lately: the 1-minute load average, before the demo starts work."""
+    return hasattr(os, "getloadavg") and os.getloadavg()[0] >= threshold
 
 
 def check_dataset_id_free(env: dict[str, str], dataset_id: int, dataset_name: str) -> None:
@@ -278,7 +286,10 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     print(f"nnUNetv2_flare_demo: {settings.num_training} training and {settings.num_test} held-out phantoms; "
           f"Phase 1 {settings.locator_iterations} and Phase 2 {settings.organ_iterations} iterations of batch "
           f"{settings.batch_size}", flush=True)
-    os.environ.setdefault("OMP_WAIT_POLICY", env["OMP_WAIT_POLICY"])  # as the training stages will run
+    if "OMP_WAIT_POLICY" in env and "OMP_WAIT_POLICY" not in os.environ:  # measured as the stages will run
+        os.environ["OMP_WAIT_POLICY"] = env["OMP_WAIT_POLICY"]
+        print(f"   other work is running (load {os.getloadavg()[0]:.1f}): OpenMP threads wait by sleeping "
+              "(OMP_WAIT_POLICY=PASSIVE; set it to override)", flush=True)
     steps = measure_this_machine(settings)
     stage_estimates = settings.estimated_seconds(steps)
     estimate = sum(stage_estimates.values())

@@ -118,6 +118,17 @@ def test_environment_keeps_user_folders_and_sets_trainers(tmp_path: Path) -> Non
     assert env[SEED_ENV] == "0"
 
 
+def test_openmp_threads_sleep_only_beside_other_work(tmp_path: Path, monkeypatch) -> None:
+    """Spinning threads are faster alone and stall beside a busy process (docs/demo.md, "Sharing the CPU")."""
+    import nnunetv2_flare.demo as demo
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert "OMP_WAIT_POLICY" not in demo_environment(tmp_path, DemoSettings(), base={"PATH": "/bin"})
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (1.3, 0.9, 0.5))
+    assert demo_environment(tmp_path, DemoSettings(), base={"PATH": "/bin"})["OMP_WAIT_POLICY"] == "PASSIVE"
+    mine = demo_environment(tmp_path, DemoSettings(), base={"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"})
+    assert mine["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's own setting wins
+
+
 def test_refuses_a_dataset_id_held_by_another_dataset(tmp_path: Path) -> None:
     (tmp_path / "raw" / "Dataset900_Other").mkdir(parents=True)
     env = {"nnUNet_raw": str(tmp_path / "raw"), "nnUNet_preprocessed": str(tmp_path / "p"),
