@@ -194,7 +194,7 @@ def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
     """Append `flare_organs_demo` (the narrow organ network at the demo's spacing and patch size) and
     `flare_locator_demo` (the locator on flare_locator's data) to the plans, both without stochastic depth: it
     regularises long runs; in runs of a few hundred or thousand iterations it only slows learning down."""
-    from nnunetv2_flare.inference.model_loading import resolve_configuration
+    from nnunetv2_flare.inference.models.loading import resolve_configuration
     plans = json.loads(plans_file.read_text())
     locator = copy.deepcopy(resolve_configuration(plans, LOCATOR_CONFIGURATION)["architecture"])
     locator["arch_kwargs"]["drop_path_rate"] = 0.0

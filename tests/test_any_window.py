@@ -18,14 +18,16 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import SMALL_CASCADE
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels, tile_count, tile_starts
 from nnunetv2_flare.inference.geometry import VoxelGrid
-from nnunetv2_flare.inference.random_models import write_random_cascade
-from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count, tile_starts
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.names import WINDOW_CHECKPOINT_KEY
 from nnunetv2_flare.phantoms import make_phantom
 from nnunetv2_flare.window_shapes import WindowRange, fitted_window
 from tiny_dataset import write_tiny_dataset
+from tool_modules import load_tool
+
+write_random_cascade = load_tool("random_models").write_random_cascade
 
 DATASET_ID = 223
 ANY_WINDOW_TRAINERS = ("nnUNetTrainerFlareOrgansAnyWindow", "nnUNetTrainerFlareOrgansAnyWindow_debug",
@@ -245,7 +247,7 @@ def test_the_loader_varies_the_window_within_its_budget(any_window_training, mon
 
 @pytest.mark.slow
 def test_predict_fits_windows_for_the_trained_model(any_window_training, tmp_path) -> None:
-    from nnunetv2_flare.inference.random_models import write_random_cascade as write
+    write = load_tool("random_models").write_random_cascade
     locator, _ = write(tmp_path / "results", "Dataset223_Tiny", tiny=True, **SMALL_CASCADE)
     report = tmp_path / "report.json"
     _run(["nnUNetv2_flare_predict", "-i", str(any_window_training["raw"] / "imagesTs"), "-o", str(tmp_path / "out"),

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import nnunetv2_flare.inference.nifti_transforms as label_writer
+import nnunetv2_flare.inference.inputs.nifti_transforms as label_writer
 from nnunetv2_flare.atomic_io import atomic_write
-from nnunetv2_flare.inference.predict_cli import main
+from nnunetv2_flare.inference.cli.predict import main
 from unusual_inputs import array_predictor, body_ct, env_with_threads, tmp_files, write
 
-CLI = [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli"]
+CLI = [sys.executable, "-m", "nnunetv2_flare.inference.cli.predict"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_unwritable_output_folder_is_refused_before_any_work(models, tmp_path, c
 
 def test_output_folder_without_write_permission(tmp_path, monkeypatch):
     """Root ignores chmod, so the denial is simulated at the probe's os.open."""
-    import nnunetv2_flare.inference.batch_safety as batch_safety
+    import nnunetv2_flare.inference.batch.safety as batch_safety
     real_open = os.open
 
     def deny(path, flags, *args):

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import LabelOracle
-from nnunetv2_flare.inference.box_following import (
+from nnunetv2_flare.inference.core.box_following import (
     extension_slabs,
     grow_box,
     half_patch_voxels,
@@ -15,9 +15,9 @@ from nnunetv2_flare.inference.box_following import (
     relative,
     touched_faces,
 )
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.geometry import Box
-from nnunetv2_flare.inference.model_loading import CTNormalization
+from nnunetv2_flare.inference.models.loading import CTNormalization
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
 SHAPE = (60, 40, 40)  # z, y, x; 2 mm voxels
 TUBE_TOP = 58  # the "aorta" runs from z 12 up to here, far above the "liver" the locator finds

@@ -14,8 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from cascade_oracles import real_data, rotation_direction, synthetic_case
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.predict_cli import main
+from nnunetv2_flare.inference.cli.predict import main
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.labels import FLARE_ORGANS
 
 
@@ -160,7 +160,7 @@ def test_predictor_reusable_and_matches_cli_output(results, cases, tmp_path):
 @pytest.mark.slow
 def test_console_script_runs(results, cases, tmp_path):
     exe = shutil.which("nnUNetv2_flare_predict")
-    cmd = [exe] if exe else [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "nnunetv2_flare.inference.cli.predict"]
     proc = subprocess.run(cmd + ["-i", str(cases / "caseB.mha"), "-o", str(tmp_path / "p"), *model_args(results),
                                  "--disable_progress_bar", "--threads", "1"],
                           capture_output=True, encoding="utf-8", timeout=300, env={**os.environ})

@@ -27,9 +27,9 @@ from cascade_oracles import (
     synthetic_case,
     tie_tolerant_ideal,
 )
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.image_io import read_image
-from nnunetv2_flare.inference.model_loading import CTNormalization
+from nnunetv2_flare.inference.inputs.reading import read_image
+from nnunetv2_flare.inference.models.loading import CTNormalization
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
 NORM = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
 ORGAN_SPACING_ZYX = (2.0, 1.5, 1.5)

@@ -10,16 +10,18 @@ from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import dice, real_data
 from nnunetv2_flare.inference import geometry
-from nnunetv2_flare.inference.backends import argmax_labels
-from nnunetv2_flare.inference.backends.torch import NetworkModel
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference.core.postprocessing import keep_largest_component_per_label, remove_small_components
+from nnunetv2_flare.inference.core.sliding_window import owned_ranges, tile_starts
 from nnunetv2_flare.inference.geometry import resize_labels_linear_slabs, resize_linear, resize_nearest
-from nnunetv2_flare.inference.image_io import case_name, list_cases
-from nnunetv2_flare.inference.model_loading import CTNormalization, load_phase
-from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components
-from nnunetv2_flare.inference.random_models import write_random_model_folder
-from nnunetv2_flare.inference.sliding_window import owned_ranges, tile_starts
+from nnunetv2_flare.inference.inputs.reading import case_name, list_cases
+from nnunetv2_flare.inference.models.backends import argmax_labels
+from nnunetv2_flare.inference.models.backends.torch import NetworkModel
+from nnunetv2_flare.inference.models.loading import CTNormalization, load_phase
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.masks import foreground_box, margin_voxels
+from tool_modules import load_tool
+
+write_random_model_folder = load_tool("random_models").write_random_model_folder
 
 
 @settings(max_examples=30, deadline=None)
@@ -156,8 +158,8 @@ def test_the_cascade_works_in_the_orientation_the_models_were_trained_in(tmp_pat
     that kept each file's voxel order leave the choice to the cascade (LPS); models that disagree are refused."""
     import json
 
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION, models_orientation
+    from nnunetv2_flare.inference.inputs.orientation import DEFAULT_ORIENTATION, models_orientation
+    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
     folders = {}
     for reader in ("SimpleITKIO", "NibabelIOWithReorient"):
         folders[reader] = write_random_model_folder(
@@ -178,7 +180,7 @@ def test_the_cascade_works_in_the_orientation_the_models_were_trained_in(tmp_pat
 
 
 def test_argmax_labels_equals_torch_argmax_including_ties() -> None:
-    from nnunetv2_flare.inference.backends import argmax_labels
+    from nnunetv2_flare.inference.models.backends import argmax_labels
     g = torch.Generator().manual_seed(0)
     logits = torch.randint(-3, 4, (14, 9, 10, 11), generator=g).float()  # many exact ties
     expected = logits.argmax(0).to(torch.uint8).numpy()
@@ -245,7 +247,7 @@ def test_linear_restore_needs_class_scores() -> None:
 def test_ensemble_scores_are_one_members_logits_or_the_mean_probability() -> None:
     """What restore='linear' interpolates: a single model's logits (no softmax to pay for), an ensemble's mean
     probabilities; the labels are their argmax either way."""
-    from nnunetv2_flare.inference.ensemble import FoldEnsemble, softmax_
+    from nnunetv2_flare.inference.models.ensemble import FoldEnsemble, softmax_
 
     class Fixed:
         def __init__(self, logits: np.ndarray) -> None:
@@ -278,7 +280,7 @@ class _Logits:
 
 def test_shifted_input_comes_back_in_place() -> None:
     """A model that works voxel by voxel gives the same logits shifted or not, but for the repeated last voxels."""
-    from nnunetv2_flare.inference.ensemble import PHASE_SHIFTS, Shifted
+    from nnunetv2_flare.inference.models.ensemble import PHASE_SHIFTS, Shifted
 
     x = np.random.default_rng(0).normal(size=(1, 1, 6, 7, 8)).astype(np.float32)
     pointwise = _Logits(lambda v: v * v)
@@ -293,7 +295,7 @@ def test_shifted_input_comes_back_in_place() -> None:
 def test_shifts_show_a_stride_2_model_its_other_sampling_phase() -> None:
     """A model that reads every other voxel along z (as a stride-2 stem does) and repeats it: shifted by one, it reads
     the odd voxels; the two phases averaged follow the input more closely than either."""
-    from nnunetv2_flare.inference.ensemble import Shifted
+    from nnunetv2_flare.inference.models.ensemble import Shifted
 
     ramp = np.broadcast_to(np.arange(8, dtype=np.float32)[:, None, None], (8, 2, 2))[None, None]
     every_other = _Logits(lambda v: np.repeat(v[::2], 2, axis=0))
@@ -306,7 +308,7 @@ def test_shifts_show_a_stride_2_model_its_other_sampling_phase() -> None:
 
 
 def test_a_tile_of_the_wrong_shape_is_refused() -> None:
-    from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores
+    from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels, sliding_window_scores
 
     class Batched:  # labels with a leading batch axis, scores without their class axis
         def __call__(self, x, grid):

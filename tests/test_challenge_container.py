@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 from packaging.requirements import Requirement
 
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.phantoms.generator import make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -98,7 +98,7 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
     assert str(picture) in stdout and demo["folders"]["picture"] == str(picture)
     import matplotlib.image
     pixels = (matplotlib.image.imread(picture)[..., :3] * 255).round().astype(int)
-    from nnunetv2_flare.inference.label_colors import label_colors
+    from nnunetv2_flare.inference.outputs.label_colors import label_colors
     liver = np.asarray(label_colors(FLARE_ORGANS)[1])
     assert (np.abs(pixels - liver).sum(-1) < 30).sum() > 20   # the reference's liver in the legend and the overlay
     # a progress bar per training phase

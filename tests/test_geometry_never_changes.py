@@ -13,10 +13,10 @@ import pytest
 import SimpleITK as sitk
 
 from cascade_oracles import real_data
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.image_io import dicom_series_files, read_image
-from nnunetv2_flare.inference.input_checks import InputRefused
-from nnunetv2_flare.inference.model_loading import Phase
+from nnunetv2_flare.inference.inputs.checks import InputRefused
+from nnunetv2_flare.inference.inputs.reading import dicom_series_files, read_image
+from nnunetv2_flare.inference.models.loading import Phase
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.labels import NUM_CLASSES
 from unusual_inputs import NORM, SMALL, ArrayLocator, ArrayOrganNet, array_predictor, body_ct, write_dicom_series
 

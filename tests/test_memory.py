@@ -13,8 +13,8 @@ import SimpleITK as sitk
 
 from nnunetv2_flare.inference import geometry
 from nnunetv2_flare.inference.geometry import Box
-from nnunetv2_flare.inference.input_checks import prepare_input
-from nnunetv2_flare.inference.orientation import orientation_matrix
+from nnunetv2_flare.inference.inputs.checks import prepare_input
+from nnunetv2_flare.inference.inputs.orientation import orientation_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 

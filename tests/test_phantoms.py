@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM, check_geometry
+from nnunetv2_flare.inference.inputs.checks import MAX_SPACING_MM, check_geometry
 from nnunetv2_flare.labels import FLARE_ORGANS, dataset_json_labels
 from nnunetv2_flare.phantoms import make_phantom, make_phantom_arrays, write_phantom_dataset
 from nnunetv2_flare.phantoms.anatomy import clear_of

@@ -13,7 +13,6 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunetv2_flare.inference.random_models import plans_configuration
 from nnunetv2_flare.labels import dataset_json_labels
 from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, binarize, write_abdomen_references
 from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
@@ -22,6 +21,9 @@ from nnunetv2_flare.pseudolabel.combine import combine_labels
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset
 from nnunetv2_flare.pseudolabel.organ_prediction import label_box
 from nnunetv2_flare.pseudolabel.run_round import run_pseudolabel_round
+from tool_modules import load_tool
+
+plans_configuration = load_tool("random_models").plans_configuration
 
 SHAPE = (20, 24, 28)            # z, y, x
 SPACING_XYZ = (1.5, 1.5, 2.0)   # the organ configuration's spacing: preprocessed seg == raw label, voxel for voxel

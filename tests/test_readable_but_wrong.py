@@ -13,9 +13,9 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from nnunetv2_flare.cli_errors import UsageError
-from nnunetv2_flare.inference.input_checks import InputRefused
-from nnunetv2_flare.inference.predict_cli import parse_arguments
-from nnunetv2_flare.inference.report_merge import EARLIER_RUN_KEY
+from nnunetv2_flare.inference.batch.report import EARLIER_RUN_KEY
+from nnunetv2_flare.inference.cli.predict import parse_arguments
+from nnunetv2_flare.inference.inputs.checks import InputRefused
 from nnunetv2_flare.names import FOLLOW_ORGANS_ROUNDS
 from unusual_inputs import array_predictor, body_ct, with_array, write
 

@@ -16,9 +16,9 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cascade_oracles import LabelOracle, dice, real_data, tie_tolerant_ideal
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
-from nnunetv2_flare.inference.orientation import plan_reorientation
+from nnunetv2_flare.inference.inputs.checks import InputRefused, prepare_input
+from nnunetv2_flare.inference.inputs.orientation import plan_reorientation
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from unusual_inputs import (
     NORM,
     array_predictor,

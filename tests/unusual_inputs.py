@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.backends import argmax_labels
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.model_loading import CTNormalization
+from nnunetv2_flare.inference.models.backends import argmax_labels
+from nnunetv2_flare.inference.models.loading import CTNormalization
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.labels import NUM_CLASSES
 
 NORM = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)

@@ -82,9 +82,9 @@ def write_nnunet_fullres(results: Path) -> str:
     """A default-style nnU-Net 3d_fullres model folder (PlainConvUNet 6 stages 32..320) with random weights."""
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from random_models import CT_INTENSITY_PROPERTIES, plans_configuration
 
     from nnunetv2_flare.atomic_io import write_json_atomic
-    from nnunetv2_flare.inference.random_models import CT_INTENSITY_PROPERTIES, plans_configuration
     from nnunetv2_flare.labels import dataset_json_labels
 
     dataset = "Dataset998_BenchFullres"
@@ -140,7 +140,7 @@ class FixedBoxLocator:
 def run_case(args) -> None:
     t0 = time.perf_counter()
     from nnunetv2_flare.atomic_io import write_image_atomic
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
     backend, precision = runtime(args.backend)
     predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=backend,
                                       precision=precision, window=args.window)
@@ -206,8 +206,8 @@ def logits_ir(model_folder: Path) -> Path:
     kept next to it. The cascade's cached model ends in the argmax."""
     import openvino as ov
 
-    from nnunetv2_flare.inference.backends.openvino import convert
-    from nnunetv2_flare.inference.model_loading import load_phase
+    from nnunetv2_flare.inference.models.backends.openvino import convert
+    from nnunetv2_flare.inference.models.loading import load_phase
     path = model_folder / "fold_all" / "study_logits.xml"
     if not path.is_file():
         phase = load_phase(model_folder, backend="torch")
@@ -226,8 +226,8 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
     the median over rounds of torch's time over the runtime's time in the same round, with the same output."""
     import torch
 
-    from nnunetv2_flare.inference.cascade import set_threads
-    from nnunetv2_flare.inference.model_loading import load_phase
+    from nnunetv2_flare.inference.core.cascade import set_threads
+    from nnunetv2_flare.inference.models.loading import load_phase
     set_threads(threads)
     runners: dict[str, Callable[[], object]] = {}  # keyed "<setting> <output>"
     first: dict[str, float] = {}
@@ -242,7 +242,7 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
                 with torch.inference_mode():
                     return network(xt)
         else:
-            from nnunetv2_flare.inference.backends.openvino import compile_config, compile_on_cpu
+            from nnunetv2_flare.inference.models.backends.openvino import compile_config, compile_on_cpu
             request = compile_on_cpu(str(logits_ir(m2)), compile_config(precision, threads)).create_infer_request()
             logits = (lambda request=request, x=x: request.infer({0: x}))
         runners[f"{setting} logits"] = logits
@@ -338,9 +338,9 @@ def main() -> None:
         return
 
     import torch
+    from random_models import write_random_cascade
 
-    from nnunetv2_flare.inference.backends import native_bf16, openvino_available
-    from nnunetv2_flare.inference.random_models import write_random_cascade
+    from nnunetv2_flare.inference.models.backends import native_bf16, openvino_available
     from nnunetv2_flare.window_shapes import WindowRange
     backends = args.backends or (["torch"] + (["openvino"] if openvino_available() else [])
                                  + (["openvino-bf16"] if openvino_available() and native_bf16() else []))
@@ -352,7 +352,7 @@ def main() -> None:
     m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False,
                                   organ_window_range=WindowRange.around((96, 96, 96), 16, 6))
     if any(b.startswith("openvino") for b in backends):
-        from nnunetv2_flare.inference.model_loading import load_phase
+        from nnunetv2_flare.inference.models.loading import load_phase
         for name, folder in (("locator", m1), ("organ network", m2)):
             t = time.perf_counter()
             load_phase(folder, backend="openvino")  # the one-off conversion (cached next to the checkpoint)
@@ -426,7 +426,7 @@ def cpu_name() -> str:
 
 
 def openvino_version() -> str:
-    from nnunetv2_flare.inference.backends import openvino_available
+    from nnunetv2_flare.inference.models.backends import openvino_available
     if not openvino_available():
         return "not installed"
     import openvino

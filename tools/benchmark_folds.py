@@ -60,9 +60,10 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(args.threads)
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    from nnunetv2_flare.inference.model_loading import load_phase
-    from nnunetv2_flare.inference.random_models import write_random_cascade
+    from random_models import write_random_cascade
+
+    from nnunetv2_flare.inference.models.loading import load_phase
+    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
     results = Path(args.results or tempfile.mkdtemp(prefix="flare_folds_"))
     for k in range(args.folds):

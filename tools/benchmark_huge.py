@@ -78,7 +78,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the temporary files (made if missing; default: the system's temporary folder)")
     args = p.parse_args()
-    from nnunetv2_flare.inference.random_models import write_random_cascade
+    from random_models import write_random_cascade
+
     from nnunetv2_flare.window_shapes import WindowRange
 
     if args.work is not None:
@@ -88,7 +89,7 @@ def main() -> None:
         patch = (96, 96, 96)
         locator, organs = write_random_cascade(work / "results", tiny=not args.paper,
                                                organ_window_range=WindowRange.around(patch, 16, 6))
-        predict = [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli", "-m1", str(locator), "-m2",
+        predict = [sys.executable, "-m", "nnunetv2_flare.inference.cli.predict", "-m1", str(locator), "-m2",
                    str(organs), "--disable_progress_bar", "--backend", args.backend] + \
             (["--threads", str(args.threads)] if args.threads else [])
         if args.backend != "torch":  # convert and cache the networks first, unmeasured

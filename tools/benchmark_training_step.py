@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from benchmark_cascade import cpu_flags
 from torch import nn
 
-from nnunetv2_flare.inference.model_loading import resolve_configuration
+from nnunetv2_flare.inference.models.loading import resolve_configuration
 from nnunetv2_flare.networks import FlareOrganNet
 from nnunetv2_flare.networks.building_blocks.depthwise_conv import DepthwiseConv3d
 

@@ -22,9 +22,9 @@ import torch
 from nnunetv2_flare.atomic_io import write_image_atomic
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
-from nnunetv2_flare.inference.backends import argmax_labels
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.image_io import list_cases
+from nnunetv2_flare.inference.inputs.reading import list_cases
+from nnunetv2_flare.inference.models.backends import argmax_labels
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.names import RESTORE_MODES
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_flare.atomic_io import write_image_atomic
-from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM
+from nnunetv2_flare.inference.inputs.checks import MAX_SPACING_MM
 from nnunetv2_flare.phantoms.generator import make_phantom_arrays
 
 RELEASE = "FLARE-Task2-LaptopSeg"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from nnunetv2_flare.cli_errors import UsageError
+from nnunetv2_flare.errors import UsageError
 
 LABELLED, PSEUDO, VALIDATION = "labelled", "pseudo-labelled", "validation"
 ARCHIVE_ENDINGS = (".zip", ".7z", ".tar.gz", ".tgz", ".tar")

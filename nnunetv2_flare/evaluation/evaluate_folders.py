@@ -41,7 +41,7 @@ def flare_array_and_spacing(image: sitk.Image) -> tuple[np.ndarray, tuple[float,
 def label_file_header(path: Path) -> sitk.ImageFileReader:
     """The header of a label file after checking the file is complete (ITK reads a truncated NIfTI without an
     error and fills the gap with zeros) and readable; ValueError naming the file otherwise."""
-    from nnunetv2_flare.inference.input_checks import InputRefused, check_file_complete
+    from nnunetv2_flare.inference.inputs.checks import InputRefused, check_file_complete
 
     try:
         check_file_complete(path)

@@ -5,7 +5,7 @@ transposed (`sitk_array.transpose(2, 1, 0)`) and the spacing is `image.GetSpacin
 slice axis: the corner-cell triangulation and the distance transform are not symmetric under axis permutations
 to the last bit, and FLARE's numbers come from this order.
 
-The rules (docs/evaluation.md, ../shared/docs/method.md):
+The rules (docs/evaluation.md, docs/method.md):
 - organ absent in both reference and prediction: DSC = NSD = 1; absent in only one: DSC = NSD = 0 (decided on the
   whole volumes, before any slice cut);
 - aorta, IVC and esophagus (`Z_RANGE_RESTRICTED`): both masks are cut to the reference's slice range along the third

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from nnunetv2_flare.cli_errors import UsageError
+from nnunetv2_flare.errors import UsageError
 from nnunetv2_flare.labels import FLARE_ORGANS
 
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed")

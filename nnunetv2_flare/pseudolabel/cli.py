@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
-from nnunetv2_flare.inference.request_record import model_digest
+from nnunetv2_flare.inference.models.digests import model_digest
 from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, PLANS
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset

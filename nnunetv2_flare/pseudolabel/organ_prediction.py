@@ -4,7 +4,7 @@ The organ phase of the cascade runs on the bounding box of the case's current la
 the locator: that is the crop the organ network was trained on (method.md, Phase-2 training), it is known exactly
 for training cases, and a locator miss cannot wipe out a case. Everything else (resampling to the organ spacing,
 normalization with the plans' statistics, sliding window, largest component per organ, back to the original grid)
-is the cascade's own code (`nnunetv2_flare.inference.cascade.FlareCascadePredictor`).
+is the cascade's own code (`nnunetv2_flare.inference.core.cascade.Cascade`).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def load_organ_predictor(model_folder: str | os.PathLike, fold: str | int = "all
                          checkpoint_name: str = CHECKPOINT, device: str = "cpu",
                          threads: int | None = None, progress: bool = False) -> OrganPredictor:
     """The cascade's organ phase, loaded from an nnU-Net results folder, as an `OrganPredictor`."""
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
     # the locator is not used: the crop comes from the training label
     predictor = FlareCascadePredictor.organs_only(model_folder, fold, checkpoint_name, device, threads,

@@ -17,48 +17,21 @@ organ found).
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.image_io import InputCase, dicom_series_files
-from nnunetv2_flare.inference.nifti_transforms import FILE_NOTES
+from nnunetv2_flare.inference.inputs.nifti_transforms import FILE_NOTES
+from nnunetv2_flare.inference.inputs.reading import InputCase, dicom_series_files
+from nnunetv2_flare.inference.models.digests import file_digest, short_digest
 
 PREFIX = "nnunetv2-flare"
-DIGEST_HEX = 10
 _RECORD = re.compile(rf"^{PREFIX} p=(?P<p>[0-9a-f]+) i=(?P<i>[0-9a-f]+) m=(?P<m>[0-9a-f]+) o=(?P<o>[0-9a-f]+) "
                      rf"w=(?P<w>[a-zA-Z]*)$")
-
-
-def short_digest(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        h.update(len(data).to_bytes(8, "little") + data)  # lengths first: ("ab", "c") is not ("a", "bc")
-    return h.hexdigest()[:DIGEST_HEX]
-
-
-@functools.lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex), remembered per path, size and modification time: a fold ensemble's
-    checkpoints are hashed once per process, however many phases and backends ask."""
-    stat = os.stat(path)
-    return _file_sha256(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -100,14 +73,6 @@ def input_digests(case: InputCase) -> tuple[str, str]:
     path = case.path
     files = [Path(f) for f in dicom_series_files(path)] if case.is_dicom else [path, *_data_files(path)]
     return short_digest(str(path.resolve())), short_digest(*(file_digest(f) for f in files))
-
-
-def model_digest(folder: str | os.PathLike, checkpoint_files: Iterable[str | os.PathLike]) -> str:
-    """What makes a model folder's predictions: its plans, its dataset.json (labels) and its checkpoints' bytes;
-    not where it lies."""
-    folder = Path(folder)
-    return short_digest(*(file_digest(folder / name) for name in ("plans.json", "dataset.json")),
-                        *(file_digest(c) for c in checkpoint_files))
 
 
 def options_digest(options: dict) -> str:

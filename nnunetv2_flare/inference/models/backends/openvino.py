@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from nnunetv2_flare.inference.backends.base import tensor_axes
 from nnunetv2_flare.inference.geometry import VoxelGrid
-from nnunetv2_flare.inference.request_record import file_digest
+from nnunetv2_flare.inference.models.backends.base import tensor_axes
+from nnunetv2_flare.inference.models.digests import file_digest
 from nnunetv2_flare.names import CACHE_ENV
 
 if TYPE_CHECKING:  # torch is imported only to convert a checkpoint: a cached model runs without it

@@ -90,7 +90,7 @@ def series_uid_of_file(path: str | os.PathLike) -> str:
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     if not reader.HasMetaDataKey(SERIES_UID_TAG):
-        from nnunetv2_flare.inference.input_checks import InputRefused
+        from nnunetv2_flare.inference.inputs.checks import InputRefused
         raise InputRefused(f"{Path(path).name}: a DICOM file without a SeriesInstanceUID; give its series folder.")
     return reader.GetMetaData(SERIES_UID_TAG).strip().rstrip("\x00")
 
@@ -106,7 +106,7 @@ def dicom_series_files(path: str | os.PathLike) -> list[str]:
         if not series:
             raise FileNotFoundError(f"No DICOM series in {path}: give a folder holding the slices of one series.")
         if len(series) > 1:
-            from nnunetv2_flare.inference.input_checks import InputRefused
+            from nnunetv2_flare.inference.inputs.checks import InputRefused
             raise InputRefused(f"{path.name} holds {len(series)} DICOM series ({', '.join(series)}); put each "
                                f"series in its own folder, or give one file of the series you want.")
         folder, uid = path, series[0]
@@ -117,7 +117,7 @@ def dicom_series_files(path: str | os.PathLike) -> list[str]:
 def read_dicom_series(path: str | os.PathLike) -> sitk.Image:
     """The series on the grid ITK builds from it, after checking that its slices are where that grid puts them
     (input_checks.check_slice_positions)."""
-    from nnunetv2_flare.inference.input_checks import check_slice_positions
+    from nnunetv2_flare.inference.inputs.checks import check_slice_positions
 
     files = dicom_series_files(path)
     reader = sitk.ImageSeriesReader()
@@ -133,7 +133,7 @@ def read_dicom_series(path: str | os.PathLike) -> sitk.Image:
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """One 3D CT as a SimpleITK image with its geometry, from a file or a DICOM series folder."""
-    from nnunetv2_flare.inference.input_checks import (
+    from nnunetv2_flare.inference.inputs.checks import (
         InputRefused,
         check_file_complete,
         check_nifti_header_spacing,
@@ -165,7 +165,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
 def _single_case(folder: Path) -> Path:
     """The one case a folder holds (an image file, or a DICOM series at any depth), or a refusal naming them."""
-    from nnunetv2_flare.inference.input_checks import InputRefused
+    from nnunetv2_flare.inference.inputs.checks import InputRefused
 
     cases = list_cases([folder])
     if len(cases) != 1:
@@ -204,7 +204,7 @@ def _refuse_extra_channels(cases: list[InputCase]) -> None:
     """`case_0001.nii.gz` next to `case_0000.nii.gz` is case's second channel in nnU-Net's naming, not a case of its
     own; the models take one channel (CT), so such an input is a dataset made for another model: refuse it up front.
     (`scan_0001.nii.gz` without a `scan_0000` is an ordinary case name and stays one.)"""
-    from nnunetv2_flare.cli_errors import UsageError
+    from nnunetv2_flare.errors import UsageError
 
     first_channels = {(c.path.parent, c.name) for c in cases
                       if c.path.is_file() and c.path.name[: -len(image_ending(c.path) or "")].endswith(CHANNEL_SUFFIX)}

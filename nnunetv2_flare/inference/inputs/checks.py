@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_flare.inference.geometry import Box
-from nnunetv2_flare.inference.orientation import (
+from nnunetv2_flare.inference.inputs.orientation import (
     DEFAULT_ORIENTATION,
     Geometry,
     Reorientation,

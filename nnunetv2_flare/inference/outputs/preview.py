@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from nnunetv2_flare.atomic_io import atomic_write
-from nnunetv2_flare.inference.label_colors import RGB
+from nnunetv2_flare.inference.outputs.label_colors import RGB
 
 WINDOW_HU = (-160.0, 240.0)  # abdomen: level 40, width 400
 OVERLAY_ALPHA = 0.5

@@ -3,7 +3,7 @@
 nnU-Net's rule: sort the cases by name, part K of N takes every N-th case starting at K (`cases[K::N]`). Every case
 lands in exactly one part whatever order the inputs were given in, so N jobs started with the same inputs and
 K = 0..N-1 (a SLURM job array) predict each case once. They may share one output folder: the per-case claims of
-batch_safety.py keep that safe even if two parts overlapped.
+safety.py keep that safe even if two parts overlapped.
 """
 from __future__ import annotations
 
@@ -21,6 +21,6 @@ def check_part(num_parts: int, part_id: int) -> None:
 
 
 def select_part(cases: Sequence[Case], num_parts: int = 1, part_id: int = 0, key=lambda c: c.name) -> list[Case]:
-    """Part `part_id` of `num_parts` of `cases`: sorted by `key`, then every num_parts-th from part_id."""
-    check_part(num_parts, part_id)
+    """Part `part_id` of `num_parts` of `cases` (checked with `check_part`): sorted by `key`, then every
+    num_parts-th from part_id."""
     return sorted(cases, key=key)[part_id::num_parts] if num_parts > 1 else list(cases)

@@ -1,7 +1,7 @@
 """Write nnU-Net results folders with random weights for both phases (tests, benchmarks, trying the CLI).
 
 The folders have the standard layout `<results>/<Dataset>/<Trainer>__<Plans>__<configuration>/{plans.json,
-dataset.json, fold_<f>/checkpoint_final.pth}` and load through `model_loading.load_phase` like trained ones.
+dataset.json, fold_<f>/checkpoint_final.pth}` and load through `inference/models/loading.load_phase` like trained ones.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunetv2_flare import names
 from nnunetv2_flare.atomic_io import atomic_path, write_json_atomic
-from nnunetv2_flare.inference.model_loading import fold_folder_name
+from nnunetv2_flare.inference.models.loading import fold_folder_name
 from nnunetv2_flare.labels import dataset_json_labels
 from nnunetv2_flare.window_shapes import WindowRange
 

@@ -8,7 +8,7 @@
 Both take a (1, 1, *patch) input in the array order as read and return argmax labels (or, for fold ensembles and
 mirroring, logits). Nothing here imports torch or OpenVINO: a prediction on cached OpenVINO models never loads torch.
 """
-from nnunetv2_flare.inference.backends.base import (
+from nnunetv2_flare.inference.models.backends.base import (
                                                     BACKENDS,
                                                     PRECISIONS,
                                                     SegmentationModel,

@@ -4,7 +4,7 @@ modifier, as dcmqi and TotalSegmentator do). Written with highdicom, an optional
 `pip install "nnunetv2-flare[dicom]"`.
 
 The labels are on the grid SimpleITK read the series onto, slice k being the k-th file of
-image_io.dicom_series_files, so frame k of the pixel array belongs to that file's instance.
+reading.dicom_series_files, so frame k of the pixel array belongs to that file's instance.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import SimpleITK as sitk
 
 from nnunetv2_flare import __version__
 from nnunetv2_flare.atomic_io import atomic_write
-from nnunetv2_flare.inference.image_io import InputCase, dicom_series_files
-from nnunetv2_flare.inference.label_colors import label_colors
+from nnunetv2_flare.inference.inputs.reading import InputCase, dicom_series_files
+from nnunetv2_flare.inference.outputs.label_colors import label_colors
 
 # label name -> (SNOMED CT code, meaning, laterality or None); names as in FLARE's and common nnU-Net dataset.jsons
 SNOMED_ORGANS: dict[str, tuple[str, str, str | None]] = {

@@ -127,9 +127,10 @@ def claim_case(folder: Path, case_name: str) -> Iterator[bool]:
         os.close(fd)
 
 
-def one_line(error: BaseException) -> str:
-    """`Type: first meaningful line` for unexpected errors (refusals are already one line)."""
-    from nnunetv2_flare.inference.input_checks import InputRefused
+def error_summary(error: BaseException) -> str:
+    """A failed case's error in one line: a refusal as it is, an OSError as `Type: reason (file)`, anything else as
+    `Type: its last non-empty line` (the line of a multi-line message that says what went wrong)."""
+    from nnunetv2_flare.inference.inputs.checks import InputRefused
 
     if isinstance(error, InputRefused):
         return str(error)

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.image_io import InputCase, image_ending, list_cases
-from nnunetv2_flare.inference.label_colors import label_colors, write_color_table
-from nnunetv2_flare.inference.nifti_transforms import NiftiTransforms, write_label_image
+from nnunetv2_flare.inference.inputs.nifti_transforms import NiftiTransforms, write_label_image
+from nnunetv2_flare.inference.inputs.reading import InputCase, image_ending
+from nnunetv2_flare.inference.outputs.label_colors import label_colors, write_color_table
 
 if TYPE_CHECKING:
-    from nnunetv2_flare.inference.cascade import CascadeResult
+    from nnunetv2_flare.inference.core.result import CascadeResult
 
 OUTPUT_TYPES = ("nifti", "dicom_seg")
 OUTPUT_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")  # -o FILE: the one-file formats among IMAGE_ENDINGS
@@ -89,23 +89,17 @@ def output_targets(cases: Sequence[InputCase], output: str | os.PathLike) -> tup
     return output, {case.name: case.output_path(output) for case in cases}
 
 
-def check_request(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
-                  options: OutputOptions) -> tuple[list[InputCase], dict[str, Path]]:
-    """The inputs, the output and the options fit together: one-line errors before any model loads or any folder is
-    made. Returns the cases and their label files."""
-    cases = list_cases(inputs)
-    _, targets = output_targets(cases, output)
-    if options.output_type == "dicom_seg":
-        from nnunetv2_flare.inference.dicom_seg import check_dicom_inputs
-        check_dicom_inputs(cases)
+def check_outputs_apart_from_inputs(cases: Sequence[InputCase], targets: dict[str, Path],
+                                    output: str | os.PathLike) -> None:
+    """No companion file of a case would be written into an input (e.g. `-i cohort/a -o cohort`: a's split masks
+    would go into the DICOM folder cohort/a)."""
     inputs_at = {c.path.absolute(): c.path for c in cases}
-    for case in cases:  # e.g. `-i cohort/a -o cohort`: a's split masks would go into the DICOM folder cohort/a
+    for case in cases:
         for path in companion_files(targets[case.name].absolute()).values():
             hit = next((p for p in (path, *path.parents) if p in inputs_at), None)
             if hit is not None:
                 raise ValueError(f"-o {output}: the outputs of {case.name} ({path}) would be written into the input "
                                  f"{inputs_at[hit]}; choose an output folder apart from the inputs.")
-    return cases, targets
 
 
 def stem_of(target: Path) -> Path:
@@ -166,8 +160,8 @@ def write_extras(result: CascadeResult, case: InputCase, target: Path, options: 
         write_color_table(files["c"], label_names)
         written["color_table"] = str(files["c"])
     if options.preview:
-        from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION, plan_reorientation
-        from nnunetv2_flare.inference.preview import render_preview
+        from nnunetv2_flare.inference.inputs.orientation import DEFAULT_ORIENTATION, plan_reorientation
+        from nnunetv2_flare.inference.outputs.preview import render_preview
         # the preview draws LPS arrays, whatever orientation the models worked in: views, no copy of the scan
         image = result.canonical_image
         to_lps = plan_reorientation(image, DEFAULT_ORIENTATION)
@@ -177,7 +171,7 @@ def write_extras(result: CascadeResult, case: InputCase, target: Path, options: 
                        label_colors(label_names), title=case.name)
         written["preview"] = str(files["p"])
     if options.output_type == "dicom_seg":
-        from nnunetv2_flare.inference.dicom_seg import write_dicom_seg
+        from nnunetv2_flare.inference.outputs.dicom_seg import write_dicom_seg
         if write_dicom_seg(result.labels, case.path, label_names, files["d"], result.warnings):
             written["dicom_seg"] = str(files["d"])
         else:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.nifti_transforms import set_affine
+from nnunetv2_flare.inference.inputs.nifti_transforms import set_affine
 
 ACCEPTED = ("a path (image file, DICOM folder or file), a SimpleITK image, a nibabel image, or a NumPy array "
             "(z, y, x) with spacing=(x, y, z)")

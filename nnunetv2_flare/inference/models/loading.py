@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from nnunetv2_flare import names
-from nnunetv2_flare.inference.backends import SegmentationModel
-from nnunetv2_flare.inference.backends.torch import NetworkModel, checkpoint_configuration, load_network
-from nnunetv2_flare.inference.request_record import model_digest
+from nnunetv2_flare.inference.models.backends import SegmentationModel
+from nnunetv2_flare.inference.models.backends.torch import NetworkModel, checkpoint_configuration, load_network
+from nnunetv2_flare.inference.models.digests import model_digest
 from nnunetv2_flare.window_shapes import WindowRange
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Phase:
     label_names: dict[int, str] | None = None  # from the model's dataset.json; None: the FLARE organs
     orientation: str | None = None  # the voxel orientation it was trained in; None: not fixed by its plans
     reader: str | None = None  # the plans' image_reader_writer (nifti_transforms.py); None: SimpleITK's reading
-    identity: str = "injected"  # digest of its plans, dataset.json and checkpoints (request_record.model_digest)
+    identity: str = "injected"  # digest of its plans, dataset.json and checkpoints (digests.model_digest)
     stride: int = 1  # the network's total stride: windows other than the patch are multiples of it
     batch_size: int = 1  # the plans' batch size (the voxel budget of windows fitted for a fixed-patch model)
     # array order: the window shapes the model was trained on (any-window training, window_shapes.py); None: its
@@ -190,7 +190,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
     copies shifted by one voxel along each combination of axes (ensemble.Shifted), likewise. `class_scores`: the
     model also gives the class scores its labels come from (the cascade's restore='linear'); OpenVINO then leaves
     the argmax out of its graph."""
-    from nnunetv2_flare.inference.ensemble import (
+    from nnunetv2_flare.inference.models.ensemble import (
         MIRROR_AXES,
         PHASE_SHIFTS,
         FoldEnsemble,
@@ -214,7 +214,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
             return load_network(config["architecture"], num_classes, checkpoint_file)
 
         if backend == "openvino":  # imported here: OpenVINO is an optional extra
-            from nnunetv2_flare.inference.backends.openvino import openvino_phase_model
+            from nnunetv2_flare.inference.models.backends.openvino import openvino_phase_model
             return openvino_phase_model(network, checkpoint_file, patch_size, transpose, threads, precision,
                                         labels=labels_out, stride=stride)
         return NetworkModel(network(), transpose, device)

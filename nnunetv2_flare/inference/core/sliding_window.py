@@ -15,8 +15,8 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from nnunetv2_flare.inference.backends import SegmentationModel, argmax_labels
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.models.backends import SegmentationModel, argmax_labels
 
 PATCH_PROGRESS_MIN_TILES = 8  # a patch progress bar only on long cases
 

@@ -1,6 +1,6 @@
 """The two-phase CPU cascade: locate the abdomen on the whole CT at 128^3, segment the crop at organ spacing.
 
-Steps (../shared/docs/method.md):
+Steps (docs/method.md):
 1. Phase 1: resize the whole volume to the locator's input (128^3) first, then normalize (cheap on the small volume),
    locator forward, argmax; drop foreground components smaller than 20 x 20 x 20 voxels of the original grid (that
    volume converted to the 128^3 grid). The bounding box is computed at 128^3 and mapped onto the original grid,
@@ -15,7 +15,7 @@ Steps (../shared/docs/method.md):
    input's geometry (uint8).
 Opt-in, follow_organs=N: where the organ labels reach a face of the box, up to N rounds of growing the box on those
 faces and segmenting the new slabs (box_following.py).
-Before step 1 every input is checked and repaired (input_checks.py: refusals with a one-line reason, NaN, padding,
+Before step 1 every input is checked and repaired (inputs/checks.py: refusals with a one-line reason, NaN, padding,
 dtype) and its voxels are permuted / flipped into one canonical orientation (orientation.py, no resampling): the
 orientation the models were trained in (RAS where their plans read with NibabelIOWithReorient, else LPS); the
 labels are mapped back exactly, so flipped or permuted copies of a scan get the same result. Each network's
@@ -27,18 +27,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 from warnings import warn
 
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.api_inputs import as_api_input, labels_as
-from nnunetv2_flare.inference.backends import SegmentationModel, check_precision, resolve_backend
-from nnunetv2_flare.inference.backends.torch import NetworkModel
-from nnunetv2_flare.inference.batch import BatchResult, predict_files
-from nnunetv2_flare.inference.box_following import (
+from nnunetv2_flare.inference.core.box_following import (
     extension_slabs,
     grow_box,
     half_patch_voxels,
@@ -46,8 +42,14 @@ from nnunetv2_flare.inference.box_following import (
     relative,
     touched_faces,
 )
-from nnunetv2_flare.inference.case_outputs import OutputOptions
-from nnunetv2_flare.inference.ensemble import FoldEnsemble, parse_folds
+from nnunetv2_flare.inference.core.organ_statistics import organ_statistics, subset_ids
+from nnunetv2_flare.inference.core.postprocessing import (
+    keep_connected_to,
+    keep_largest_component_per_label,
+    remove_small_components,
+)
+from nnunetv2_flare.inference.core.result import CascadeResult
+from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
 from nnunetv2_flare.inference.geometry import (
     SLAB_SLICES,
     Box,
@@ -59,19 +61,16 @@ from nnunetv2_flare.inference.geometry import (
     resize_offset_and_scale,
     working_shape,
 )
-from nnunetv2_flare.inference.image_io import read_image
-from nnunetv2_flare.inference.input_checks import PreparedInput, prepare_input
-from nnunetv2_flare.inference.model_loading import CTNormalization, Phase, load_phase
-from nnunetv2_flare.inference.nifti_transforms import NIBABEL_READERS, NiftiTransforms, take_models_transform
-from nnunetv2_flare.inference.organ_statistics import organ_statistics, subset_ids
-from nnunetv2_flare.inference.orientation import models_orientation
-from nnunetv2_flare.inference.postprocessing import (
-    keep_connected_to,
-    keep_largest_component_per_label,
-    remove_small_components,
-)
-from nnunetv2_flare.inference.request_record import short_digest
-from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
+from nnunetv2_flare.inference.inputs.api_inputs import as_api_input, labels_as
+from nnunetv2_flare.inference.inputs.checks import PreparedInput, prepare_input
+from nnunetv2_flare.inference.inputs.nifti_transforms import NIBABEL_READERS, take_models_transform
+from nnunetv2_flare.inference.inputs.orientation import models_orientation
+from nnunetv2_flare.inference.inputs.reading import read_image
+from nnunetv2_flare.inference.models.backends import SegmentationModel, check_precision, resolve_backend
+from nnunetv2_flare.inference.models.backends.torch import NetworkModel
+from nnunetv2_flare.inference.models.digests import short_digest
+from nnunetv2_flare.inference.models.ensemble import FoldEnsemble, parse_folds
+from nnunetv2_flare.inference.models.loading import CTNormalization, Phase, load_phase
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
 from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, MODEL_ORIENTATION, RESTORE_MODES, WINDOW_MODES
@@ -82,55 +81,6 @@ if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (backends
     from torch import nn
 
 MIN_COMPONENT_SIDE = 20  # voxels of the original grid (method.md: components smaller than 20^3 are removed)
-
-
-@dataclass
-class CascadeResult:
-    labels: sitk.Image
-    crop_box: Box
-    crop_from_locator: bool
-    working_shape: tuple[int, int, int]
-    n_patches: int
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    organ_volumes_ml: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    orientation: dict = field(default_factory=dict)
-    organ_spacing_input_zyx: tuple[float, ...] | None = None  # the organ spacing along the input's array axes
-    statistics: dict | None = None  # per organ volume and HU statistics (statistics=True)
-    # the checked image in the processed orientation, and how to view `labels` in it (previews); not in the report
-    canonical_image: sitk.Image | None = field(default=None, repr=False, compare=False)
-    labels_to_canonical: Callable[[sitk.Image], np.ndarray] | None = field(default=None, repr=False, compare=False)
-    located_box: Box | None = None  # the locator's box on the input, where follow_organs grew it into crop_box
-    # the organ network's windows: per segmented region (the box, then any slabs follow_organs added) the window
-    # shape (array order of the processed orientation) and how many of them
-    windows: list[tuple[tuple[int, int, int], int]] = field(default_factory=list)
-    # a NIfTI input's qform and sform where they disagree: its label files carry both (nifti_transforms.py)
-    nifti_transforms: NiftiTransforms | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def canonical_labels(self) -> np.ndarray | None:
-        """`labels` in the processed orientation: a read-only view of its voxels, no copy (a full-size label array
-        of a huge scan is 0.4 GB), valid while this result holds `labels`."""
-        return None if self.labels_to_canonical is None else self.labels_to_canonical(self.labels)
-
-    def to_report(self) -> dict:
-        spacing_zyx = self.labels.GetSpacing()[::-1]
-        return {
-            "image_size_xyz": list(self.labels.GetSize()),
-            "spacing_xyz": [round(s, 4) for s in self.labels.GetSpacing()],
-            **self.orientation,  # crop box: the input's indices; working shape: the processed orientation's
-            "crop_box": {**self.crop_box.to_report(spacing_zyx), "from_locator": self.crop_from_locator,
-                         **({"grown_from": self.located_box.to_report(spacing_zyx)} if self.located_box else {})},
-            "working_shape_xyz": list(self.working_shape[::-1]),
-            "n_patches": self.n_patches,
-            "organ_windows": [{"shape_xyz": list(shape[::-1]), "count": count} for shape, count in self.windows],
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "warnings": list(self.warnings),
-            "notes": list(self.notes),
-            "organ_volumes_ml": {k: round(v, 2) for k, v in self.organ_volumes_ml.items()},
-            **({"statistics": self.statistics} if self.statistics is not None else {}),
-        }
 
 
 class _Stopwatch:
@@ -180,14 +130,14 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
-class FlareCascadePredictor:
-    """One object per set of models, reusable across cases.
+class Cascade:
+    """The cascade on one case at a time; one object per set of models, reusable across cases (batches of files:
+    `FlareCascadePredictor`, predictor.py).
 
     >>> predictor = FlareCascadePredictor(locator_folder, organ_folder, fold="all")   # or fold=[0, 1, 2, 3, 4]
     >>> labels = predictor.predict("case_0000.nii.gz")          # sitk.Image, uint8, the input's grid
     >>> labels = predictor.predict(array_zyx, spacing=(0.8, 0.8, 2.5))   # NumPy in, NumPy out (or nibabel)
     >>> result = predictor.run(image)                           # labels + timings, crop box, warnings, volumes
-    >>> predictor.predict_files(["imagesTs"], "predictions", report="report.json")
     Options (keyword arguments): margin_mm, tile_min_overlap (1 - nnU-Net's step_size), orientation, roi_subset,
     statistics, restore, follow_organs, progress; see _configure.
     """
@@ -219,7 +169,7 @@ class FlareCascadePredictor:
 
     @classmethod
     def from_phases(cls, locator: Phase, organs: Phase, threads: int | None = None,
-                    **options) -> "FlareCascadePredictor":
+                    **options) -> "Cascade":
         self = cls.__new__(cls)
         self.backend = "injected"
         self.folds, self.tta, self.shift_tta = [], False, False
@@ -231,7 +181,7 @@ class FlareCascadePredictor:
     @classmethod
     def organs_only(cls, organ_folder: str | os.PathLike, fold: str | int | Sequence[str | int] = "all",
                     checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
-                    backend: str = "torch", **options) -> "FlareCascadePredictor":
+                    backend: str = "torch", **options) -> "Cascade":
         """Phase 2 alone, no locator: for `segment_box`, where the crop is known (pseudo-labels crop to the case's
         current label). `backend` as in the constructor; 'torch' by default."""
         if threads:
@@ -248,7 +198,7 @@ class FlareCascadePredictor:
                       locator_normalization: CTNormalization, organ_normalization: CTNormalization,
                       locator_size: Sequence[int] = (128, 128, 128), organ_patch_size: Sequence[int] = (96, 96, 96),
                       organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), device: str = "cpu",
-                      **options) -> "FlareCascadePredictor":
+                      **options) -> "Cascade":
         """Networks (nn.Modules, array order, logits out) or any `x, grid -> labels` callables on NumPy arrays
         (see SegmentationModel), e.g. oracles in tests."""
         from torch import nn
@@ -484,13 +434,6 @@ class FlareCascadePredictor:
         labels = keep_largest_component_per_label(np.ascontiguousarray(labels))
         watch.lap("postprocess")
         return labels, scores, wshape, (tuple(patch), n_patches)
-
-    # ------------------------------------------------------------------ batches
-    def predict_files(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], output_folder: str | os.PathLike,
-                      overwrite: bool = False, report: str | os.PathLike | None = None, num_parts: int = 1,
-                      part_id: int = 0, outputs: OutputOptions | None = None) -> BatchResult:
-        """Predict every case of `inputs` into `output_folder` (batch.py: skipping, claims, parts, report)."""
-        return predict_files(self, inputs, output_folder, overwrite, report, num_parts, part_id, outputs)
 
     def settings(self) -> dict:
         return {"locator": self.locator.source, "organs": self.organs.source, "organ_backend": self.backend,

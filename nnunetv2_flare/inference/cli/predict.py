@@ -6,7 +6,12 @@ import sys
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
-from nnunetv2_flare.inference.predict_checks import check_arguments, check_paths, dataset_name_or_id
+from nnunetv2_flare.inference.cli.checks import (
+    check_arguments,
+    check_paths,
+    dataset_name_or_id,
+    orientation_option,
+)
 from nnunetv2_flare.names import (
     CHECKPOINT,
     FOLLOW_ORGANS_ROUNDS,
@@ -69,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="REPORT_JSON",
                    help="write a JSON report: per case stage times, crop box, warnings, organ volumes (mL)")
     p.add_argument("--margin_mm", type=float, default=None, help="crop margin around the located abdomen (15)")
-    p.add_argument("--orientation", default=MODEL_ORIENTATION, metavar="CODE",
+    p.add_argument("--orientation", default=MODEL_ORIENTATION, type=orientation_option, metavar="CODE",
                    help="process every scan in this voxel orientation (e.g. RAS, LPS) and map the labels back; "
                         "default 'model': the orientation the models were trained in (their plans' reader: RAS for "
                         "NibabelIOWithReorient, else LPS); 'as_read' uses the array as stored")
@@ -160,16 +165,13 @@ def _predict(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our checks say it in one line
-    check_paths(args)
-    from nnunetv2_flare.inference.batch_safety import prepare_output_folder, sigterm_as_interrupt
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    from nnunetv2_flare.inference.case_outputs import OutputOptions, output_folder_of
-    from nnunetv2_flare.inference.model_loading import resolve_model_folders
-    from nnunetv2_flare.inference.predict_checks import prepare_report_folder
+    plan = check_paths(args)
+    from nnunetv2_flare.inference.batch.runner import run_batch
+    from nnunetv2_flare.inference.batch.safety import sigterm_as_interrupt
+    from nnunetv2_flare.inference.models.loading import resolve_model_folders
+    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
-    orientation = None if args.orientation.lower() in ("as_read", "none") else \
-        MODEL_ORIENTATION if args.orientation.lower() == MODEL_ORIENTATION else args.orientation.upper()
-    options = {"progress": not args.disable_progress_bar, "orientation": orientation, "restore": args.restore,
+    options = {"progress": not args.disable_progress_bar, "orientation": args.orientation, "restore": args.restore,
                "follow_organs": args.follow_organs, "window": args.window}
     if args.step_size is not None:
         options["tile_min_overlap"] = 1.0 - args.step_size
@@ -179,8 +181,6 @@ def _predict(args: argparse.Namespace) -> int:
         options["statistics"] = True
     if args.margin_mm is not None:
         options["margin_mm"] = args.margin_mm
-    outputs = OutputOptions(split_masks=args.split_masks, preview=args.preview, color_table=args.color_table,
-                            output_type=args.output_type)
     if args.m1:
         locator, organs = args.m1, args.m2
     else:
@@ -191,12 +191,8 @@ def _predict(args: argparse.Namespace) -> int:
                                               device=args.device, threads=args.threads, backend=args.backend,
                                               precision=args.precision, tta=args.tta,
                                               shift_tta=args.shift_tta, **options)
-            # folders only now: a refused command (bad models, folds, device) leaves nothing behind
-            prepare_output_folder(output_folder_of(args.o))
-            if args.report:
-                prepare_report_folder(args.report)
-            result = predictor.predict_files(args.i, args.o, overwrite=args.overwrite, report=args.report,
-                                             num_parts=args.num_parts, part_id=args.part_id, outputs=outputs)
+            # folders only now (run_batch makes them): a refused command (bad models, folds, device) leaves nothing
+            result = run_batch(predictor, plan, overwrite=args.overwrite)
     except ValueError as e:  # the predictor's own checks (folds, precision, roi names) are misuse too
         raise UsageError(str(e)) from None
     print(f"{PROG}: {len(result.done)} predicted, {len(result.skipped)} kept (same request), "

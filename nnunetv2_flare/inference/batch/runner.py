@@ -13,30 +13,33 @@ from typing import TYPE_CHECKING, Iterable
 from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import write_json_atomic
-from nnunetv2_flare.inference.batch_safety import claim_case, one_line, prepare_output_folder, remove_case_temporaries
-from nnunetv2_flare.inference.case_outputs import (
-    OutputOptions,
-    companion_files,
-    names_a_file,
-    output_targets,
-    remove_companions,
-    write_extras,
-)
-from nnunetv2_flare.inference.image_io import InputCase, list_cases
-from nnunetv2_flare.inference.input_checks import InputRefused
-from nnunetv2_flare.inference.nifti_transforms import FILE_NOTES, write_label_image
-from nnunetv2_flare.inference.parts import select_part
-from nnunetv2_flare.inference.predict_checks import check_report_path, prepare_report_folder
-from nnunetv2_flare.inference.report_merge import (
+from nnunetv2_flare.inference.batch.plan import BatchPlan, plan_batch
+from nnunetv2_flare.inference.batch.report import (
     drop_earlier_measurements,
     earlier_report,
     entry_for_case,
+    prepare_report_folder,
     start_report,
 )
-from nnunetv2_flare.inference.request_record import Decision, Request, decide, input_digests, options_digest
+from nnunetv2_flare.inference.batch.request_record import Decision, Request, decide, input_digests, options_digest
+from nnunetv2_flare.inference.batch.safety import (
+    claim_case,
+    error_summary,
+    prepare_output_folder,
+    remove_case_temporaries,
+)
+from nnunetv2_flare.inference.inputs.checks import InputRefused
+from nnunetv2_flare.inference.inputs.nifti_transforms import FILE_NOTES, write_label_image
+from nnunetv2_flare.inference.inputs.reading import InputCase
+from nnunetv2_flare.inference.outputs.case_outputs import (
+    OutputOptions,
+    companion_files,
+    remove_companions,
+    write_extras,
+)
 
 if TYPE_CHECKING:
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.inference.core.cascade import Cascade
 
 
 @dataclass
@@ -48,47 +51,44 @@ class BatchResult:
     interrupted: bool = False
 
 
-def predict_files(predictor: FlareCascadePredictor, inputs: str | os.PathLike | Iterable[str | os.PathLike],
+def predict_files(predictor: Cascade, inputs: str | os.PathLike | Iterable[str | os.PathLike],
                   output_folder: str | os.PathLike, overwrite: bool = False, report: str | os.PathLike | None = None,
                   num_parts: int = 1, part_id: int = 0, outputs: OutputOptions | None = None) -> BatchResult:
     """Predict every case of `inputs` into `output_folder` as <case>.nii.gz, or, for a single case, into the
     file `output_folder` names when it ends like an image (`seg.nii.gz`; case_outputs.py).
 
     An existing output is kept where it records this request, predicted again or refused otherwise (the rules:
-    request_record.decide); `overwrite` predicts every case again. A failing case is recorded and the others go on. `report`: a JSON file with each case's stage times, crop box, warnings, organ volumes.
-    `num_parts` / `part_id`: only this part of the cases (parts.py: nnU-Net's split, each case in one part).
-    `outputs`: optional files next to each label file (split masks, preview, colour table, DICOM-SEG).
+    request_record.decide); `overwrite` predicts every case again. A failing case is recorded and the others go on.
+    `report`: a JSON file with each case's stage times, crop box, warnings, organ volumes. `num_parts` / `part_id`:
+    only this part of the cases (parts.py: nnU-Net's split, each case in one part). `outputs`: optional files next
+    to each label file (split masks, preview, colour table, DICOM-SEG). Every check comes first (plan.py).
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    inputs = list(inputs)
-    outputs = outputs or OutputOptions()
-    all_cases = list_cases(inputs)
-    named_file = names_a_file(output_folder)
-    output_folder, targets = output_targets(all_cases, output_folder)
-    if outputs.output_type == "dicom_seg":
-        from nnunetv2_flare.inference.dicom_seg import check_dicom_inputs
-        check_dicom_inputs(all_cases)
-    cases = select_part(all_cases, num_parts, part_id)
-    if report:  # a report that cannot (or must not) be written is found out now, not after the whole batch
-        check_report_path(report, inputs, all_cases, targets)
-    output_folder = prepare_output_folder(output_folder)  # one-line error before any work
+    return run_batch(predictor, plan_batch(inputs, output_folder, outputs, report, num_parts, part_id), overwrite)
+
+
+def run_batch(predictor: Cascade, plan: BatchPlan, overwrite: bool = False) -> BatchResult:
+    """The batch of a checked plan: the output and report folders are created, then each case of the plan is kept,
+    predicted or refused in turn."""
+    outputs, report, cases = plan.outputs, plan.report, plan.cases
+    output_folder = prepare_output_folder(plan.output_folder)
     if report:
         prepare_report_folder(report)
     result = BatchResult()
     settings = predictor.settings()
-    result.report = start_report({**settings, "num_parts": num_parts, "part_id": part_id}, earlier_report(report))
+    result.report = start_report({**settings, "num_parts": plan.num_parts, "part_id": plan.part_id},
+                                 earlier_report(report))
     # the request's parts common to every case: the models, and the options that change the labels
     models, options = predictor.models_identity, options_digest(
         {k: v for k, v in settings.items() if k not in ("locator", "organs", "threads")})
     write_report(result.report, report)  # every part writes its report, also one that holds no case
     if not cases:
-        tqdm.write(f"nnUNetv2_flare_predict: part {part_id} of {num_parts} holds no case ({len(all_cases)} "
-                   f"case(s) in all, split by sorted name: cases[{part_id}::{num_parts}]).")
+        tqdm.write(f"nnUNetv2_flare_predict: part {plan.part_id} of {plan.num_parts} holds no case "
+                   f"({len(plan.all_cases)} case(s) in all, split by sorted name: "
+                   f"cases[{plan.part_id}::{plan.num_parts}]).")
     current: dict | None = None
     try:
         for case in tqdm(cases, desc="cases", disable=not predictor.progress):
-            target = targets[case.name]
+            target = plan.targets[case.name]
             current = entry_for_case(result.report, case.name, str(case.path), str(target))
             try:
                 wanted = Request(*input_digests(case), models, options, outputs.companion_letters())
@@ -97,13 +97,13 @@ def predict_files(predictor: FlareCascadePredictor, inputs: str | os.PathLike | 
                 current = None
                 write_report(result.report, report)
                 continue
-            decision = decide(target, wanted, companion_files(target), overwrite, named_file)
+            decision = decide(target, wanted, companion_files(target), overwrite, plan.named_file)
             if decision.action == "predict":
                 with claim_case(output_folder, case.name) as claimed:
                     if not claimed:
                         decision = Decision("keep", "skipped: being predicted by another process")
                     else:  # another process may have written it meanwhile
-                        decision = decide(target, wanted, companion_files(target), overwrite, named_file)
+                        decision = decide(target, wanted, companion_files(target), overwrite, plan.named_file)
                         if decision.action == "keep":
                             decision = Decision("keep", "skipped: output exists (written by another process)")
                         elif decision.action == "predict":
@@ -128,7 +128,7 @@ def predict_files(predictor: FlareCascadePredictor, inputs: str | os.PathLike | 
     return result
 
 
-def _predict_case(predictor: FlareCascadePredictor, case: InputCase, target: Path, entry: dict, result: BatchResult,
+def _predict_case(predictor: Cascade, case: InputCase, target: Path, entry: dict, result: BatchResult,
                   outputs: OutputOptions, request: Request, replaces: str) -> None:
     try:
         started = time.perf_counter()
@@ -156,7 +156,7 @@ def _predict_case(predictor: FlareCascadePredictor, case: InputCase, target: Pat
 
 
 def _record_failure(case: InputCase, error: Exception, entry: dict, result: BatchResult) -> None:
-    message = one_line(error)
+    message = error_summary(error)
     kind = "refused" if isinstance(error, InputRefused) else "error"
     entry.update(status="failed", kind=kind, error=message)
     result.failed[case.name] = message
@@ -170,4 +170,4 @@ def write_report(data: dict, report: str | os.PathLike | None) -> None:
     try:
         write_json_atomic(data, report)
     except OSError as e:  # a full disk must not turn into a crash of the whole batch
-        tqdm.write(f"nnUNetv2_flare_predict: could not write the report {report}: {one_line(e)}")
+        tqdm.write(f"nnUNetv2_flare_predict: could not write the report {report}: {error_summary(e)}")

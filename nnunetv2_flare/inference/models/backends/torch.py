@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from nnunetv2_flare.inference.backends.base import argmax_labels, tensor_axes
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.models.backends.base import argmax_labels, tensor_axes
 from nnunetv2_flare.names import WINDOW_CHECKPOINT_KEY
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from nnunetv2_flare.inference.backends import argmax_labels
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.models.backends import argmax_labels
 
 
 class LogitsModel(Protocol):
