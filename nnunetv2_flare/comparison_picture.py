@@ -11,13 +11,19 @@ import SimpleITK as sitk
 
 from nnunetv2_flare.atomic_io import atomic_write
 from nnunetv2_flare.inference.outputs.label_colors import label_colors
-from nnunetv2_flare.inference.outputs.preview import legend_handles, overlay_rgb, slice_centre
+from nnunetv2_flare.inference.outputs.preview import default_style, legend_handles, overlay_rgb, slice_centre
 
 
 def render_rows(path: str | os.PathLike, ct: np.ndarray, rows: Mapping[str, np.ndarray],
                 spacing_zyx: Sequence[float], label_names: Mapping[int, str], title: str = "") -> None:
     """Write the PNG atomically. `ct` (HU) and every label map are (z, y, x) arrays of one LPS-ordered grid; the
     slices pass through the centre of the first row's organs."""
+    with default_style():
+        _draw_rows(path, ct, rows, spacing_zyx, label_names, title)
+
+
+def _draw_rows(path: str | os.PathLike, ct: np.ndarray, rows: Mapping[str, np.ndarray],
+               spacing_zyx: Sequence[float], label_names: Mapping[int, str], title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.comparison_picture import render_comparison
+from nnunetv2_flare.demo_timing import StepSeconds, estimate_seconds, measure_steps
 from nnunetv2_flare.labels import FLARE_ORGANS
 from nnunetv2_flare.names import (
     BATCH_SIZE_ENV,
@@ -62,19 +63,10 @@ PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantom
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
-# seconds per training iteration on an idle 2-core CPU (AMD EPYC, AVX-512; docs/demo.md: Phase 1 200 s for 300,
-# Phase 2 717 s for 2,200 with DepthwiseConv3d's backward, start-up included), for the estimate printed up front
-SECONDS_PER_ITERATION = {"locator": 0.66, "organs": 0.33}
-# phantoms, planning, preprocessing, prediction and evaluation (95 s for 158 phantoms; 196 s for 308 with the 3.5 mm
-# grid and --shift_tta, prediction 37 s of it): a fixed part and a part per phantom
-FIXED_SECONDS = 42.0
-SECONDS_PER_PHANTOM = 0.5
-
-
 @dataclass
 class DemoSettings:
-    """What the demo makes and trains. The defaults take about 19 minutes on an idle 2-core CPU
-    (`estimated_seconds`)."""
+    """What the demo makes and trains. How long it takes depends on the CPU: the demo estimates it up front from
+    timed training steps (`estimated_seconds`, demo_timing.py)."""
     minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
     # phantoms are cheap (~0.1 s each, ~0.3 s more to preprocess): more cases instead of augmentation. 300 with
@@ -111,11 +103,11 @@ class DemoSettings:
     def epochs(self, iterations: int) -> int:
         return max(1, math.ceil(iterations / self.iterations_per_epoch))
 
-    def estimated_seconds(self) -> float:
-        return (FIXED_SECONDS + SECONDS_PER_PHANTOM * (self.num_training + self.num_test)
-                + self.epochs(self.locator_iterations) * self.iterations_per_epoch
-                * SECONDS_PER_ITERATION["locator"]
-                + self.epochs(self.organ_iterations) * self.iterations_per_epoch * SECONDS_PER_ITERATION["organs"])
+    def estimated_seconds(self, steps: StepSeconds) -> dict[str, float]:
+        """Seconds of each stage on a machine whose training steps take `steps` (demo_timing.measure_steps)."""
+        return estimate_seconds(steps, self.epochs(self.locator_iterations) * self.iterations_per_epoch,
+                                self.epochs(self.organ_iterations) * self.iterations_per_epoch,
+                                self.num_training + self.num_test, self.num_test)
 
 
 SMOKE = dict(num_training=3, num_test=1, shape="tiny", iterations_per_epoch=2, locator_iterations=2,
@@ -168,6 +160,9 @@ def demo_environment(output_folder: Path, settings: DemoSettings, base: dict[str
         if not env.get(name):
             env[name] = str(output_folder / name)
     env["nnUNet_n_proc_DA"] = "0"
+    # OpenMP threads that wait by sleeping, not spinning: beside another busy process a spinning thread holds a core
+    # the other thread of its parallel region needs (docs/demo.md, "Sharing the CPU")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env[ITERATIONS_ENV] = str(settings.iterations_per_epoch)
     env[BATCH_SIZE_ENV] = str(settings.batch_size)
     env[SEED_ENV] = str(settings.seed)
@@ -190,28 +185,42 @@ def check_dataset_id_free(env: dict[str, str], dataset_id: int, dataset_name: st
                             f"(the demo writes {dataset_name})")
 
 
-def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
-    """Append `flare_organs_demo` (the narrow organ network at the demo's spacing and patch size) and
-    `flare_locator_demo` (the locator on flare_locator's data) to the plans, both without stochastic depth: it
-    regularises long runs; in runs of a few hundred or thousand iterations it only slows learning down."""
+def demo_configurations(plans: dict, settings: DemoSettings) -> dict[str, dict]:
+    """`flare_locator_demo` (the locator on flare_locator's data) and `flare_organs_demo` (the narrow organ network
+    at the demo's spacing and patch size), both without stochastic depth: it regularises long runs; in runs of a few
+    hundred or thousand iterations it only slows learning down."""
     from nnunetv2_flare.inference.models.loading import resolve_configuration
-    plans = json.loads(plans_file.read_text())
     locator = copy.deepcopy(resolve_configuration(plans, LOCATOR_CONFIGURATION)["architecture"])
     locator["arch_kwargs"]["drop_path_rate"] = 0.0
-    plans["configurations"][DEMO_LOCATOR_CONFIGURATION] = {"inherits_from": LOCATOR_CONFIGURATION,
-                                                           "architecture": locator}
     architecture = copy.deepcopy(resolve_configuration(plans, "flare_organs_narrow")["architecture"])
     architecture["arch_kwargs"]["drop_path_rate"] = 0.0
-    plans["configurations"][DEMO_CONFIGURATION] = {
-        "inherits_from": "flare_organs_narrow",
-        "data_identifier": f"{PLANS}_{DEMO_CONFIGURATION}",
-        "spacing": [float(s) for s in settings.organ_spacing],
-        "patch_size": [int(s) for s in settings.organ_patch_size],
-        "batch_size": int(settings.batch_size),
-        "architecture": architecture,
-    }
+    return {DEMO_LOCATOR_CONFIGURATION: {"inherits_from": LOCATOR_CONFIGURATION, "architecture": locator},
+            DEMO_CONFIGURATION: {
+                "inherits_from": "flare_organs_narrow",
+                "data_identifier": f"{PLANS}_{DEMO_CONFIGURATION}",
+                "spacing": [float(s) for s in settings.organ_spacing],
+                "patch_size": [int(s) for s in settings.organ_patch_size],
+                "batch_size": int(settings.batch_size),
+                "architecture": architecture,
+            }}
+
+
+def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
+    """Append the demo's configurations (`demo_configurations`) to the plans; returns the organ one."""
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"].update(demo_configurations(plans, settings))
     write_json_atomic(plans, plans_file)
     return plans["configurations"][DEMO_CONFIGURATION]
+
+
+def measure_this_machine(settings: DemoSettings) -> StepSeconds:
+    """A few timed training steps of the demo's two networks, as its training stages will run them."""
+    from nnunetv2_flare.inference.model_loading import resolve_configuration
+    from nnunetv2_flare.planning.templates import load_plans_template
+    plans = load_plans_template()
+    plans["configurations"].update(demo_configurations(plans, settings))
+    return measure_steps(resolve_configuration(plans, DEMO_LOCATOR_CONFIGURATION),
+                         resolve_configuration(plans, DEMO_CONFIGURATION), settings.batch_size, settings.threads)
 
 
 def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool, epochs: int | None = None) -> None:
@@ -266,10 +275,15 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     dataset_name = dataset_folder_name(settings.dataset_id)
     check_dataset_id_free(env, settings.dataset_id, dataset_name)
     output_folder.mkdir(parents=True, exist_ok=True)
-    estimate = settings.estimated_seconds()
     print(f"nnUNetv2_flare_demo: {settings.num_training} training and {settings.num_test} held-out phantoms; "
           f"Phase 1 {settings.locator_iterations} and Phase 2 {settings.organ_iterations} iterations of batch "
-          f"{settings.batch_size}; about {estimate / 60:.0f} minutes on an idle 2-core CPU"
+          f"{settings.batch_size}", flush=True)
+    os.environ.setdefault("OMP_WAIT_POLICY", env["OMP_WAIT_POLICY"])  # as the training stages will run
+    steps = measure_this_machine(settings)
+    stage_estimates = settings.estimated_seconds(steps)
+    estimate = sum(stage_estimates.values())
+    print(f"   a training step takes {steps.locator:.2f} s (Phase 1) and {steps.organs:.2f} s (Phase 2) on this "
+          f"machine: about {estimate / 60:.0f} minutes in all"
           + (f", at most {settings.minutes:g} minutes (--minutes)" if settings.minutes else ""), flush=True)
     raw = Path(env["nnUNet_raw"]) / dataset_name
     logs = output_folder / "logs"
@@ -345,13 +359,14 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
         "training": result.training,
         "stages": [asdict(s) for s in result.stages],
         "total_seconds": time.time() - start,
+        "estimate": {"step_seconds": asdict(steps), "stages_s": stage_estimates, "total_s": estimate},
         "mean_DSC": result.summary["mean_DSC"], "mean_NSD": result.summary["mean_NSD"],
         "per_organ": result.summary["per_organ"],
         "folders": {name: env[name] for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
                    | {"predictions": str(predictions), "logs": str(logs), "evaluation": str(summary_file),
                       "picture": str(picture)},
     }, output_folder / "demo_summary.json")
-    _print_report(result, env, time.time() - start)
+    _print_report(result, env, time.time() - start, estimate)
     return result
 
 
@@ -365,7 +380,7 @@ def trained_length(model_folder: Path, settings: DemoSettings) -> dict:
             "iterations": epochs * settings.iterations_per_epoch, "batch_size": settings.batch_size}
 
 
-def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float) -> None:
+def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float, estimate_s: float) -> None:
     from nnunetv2_flare.evaluation.evaluate_folders import format_table
     s = result.settings
     print("\n" + "=" * 78)
@@ -383,7 +398,7 @@ def _print_report(result: DemoResult, env: dict[str, str], total_seconds: float)
     print("\nstage timings")
     for stage in result.stages:
         print(f"  {stage.name:<18}{stage.seconds:>8.0f} s")
-    print(f"  {'total':<18}{total_seconds:>8.0f} s")
+    print(f"  {'total':<18}{total_seconds:>8.0f} s  (estimated up front: {estimate_s:.0f} s)")
     print("\nwritten")
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         print(f"  {name:<20}{env[name]}")
@@ -403,8 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None,
                    help="optional wall-clock cap of the whole demo in minutes: training stops early to fit it (the "
                         "result then depends on the machine's speed). Default: no cap; the demo trains a fixed "
-                        f"number of iterations, about {DemoSettings().estimated_seconds() / 60:.0f} minutes on an "
-                        f"idle 2-core CPU")
+                        "number of iterations and prints how long that takes on this machine when it starts")
     p.add_argument("-o", default="flare_demo",
                    help="output folder (default ./flare_demo); nnUNet_raw / nnUNet_preprocessed / nnUNet_results "
                         "go under it unless they are set in the environment")

@@ -444,3 +444,27 @@ def test_restore_linear_from_the_command_line(models, tmp_path):
     assert labels["nearest"].shape == labels["linear"].shape and (labels["nearest"] != labels["linear"]).any()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["-i", "x", "-o", "y", "--restore", "cubic"])
+
+
+def test_preview_keeps_its_look_after_nnunet_set_the_seaborn_theme(tmp_path):
+    """nnU-Net's progress plot calls seaborn.set(font_scale=2.5) for the whole process: the legend outgrew the
+    figure and the swatches vanished when a training ran before a prediction in one process."""
+    import matplotlib
+    import seaborn
+    from matplotlib.image import imread
+
+    from nnunetv2_flare.inference.label_colors import label_colors
+    from nnunetv2_flare.inference.preview import render_preview
+    from nnunetv2_flare.labels import FLARE_ORGANS
+    labels = np.zeros((20, 40, 40), np.uint8)
+    for organ in range(1, 14):
+        labels[8:12, 2 + 3 * (organ - 1): 4 + 3 * (organ - 1), 10:30] = organ
+    colors = label_colors(FLARE_ORGANS)
+    with matplotlib.rc_context():
+        seaborn.set(font_scale=2.5)
+        render_preview(tmp_path / "p.png", np.full(labels.shape, 40.0), labels, (2.0, 1.0, 1.0), FLARE_ORGANS,
+                       colors)
+        assert matplotlib.rcParams["font.size"] > 20  # the theme was still set around the drawing
+    rgb = np.round(imread(str(tmp_path / "p.png"))[..., :3] * 255).astype(int).reshape(-1, 3)
+    for label, color in colors.items():
+        assert (np.abs(rgb - np.asarray(color)).max(axis=1) <= 1).sum() >= 20, label

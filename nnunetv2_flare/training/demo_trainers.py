@@ -10,7 +10,9 @@ and why (measurements in docs/demo.md):
   augmentation took about half of each iteration's CPU time on two cores. No mirroring either: a mirrored left
   kidney would still be labelled "left";
 - a higher learning rate with a linear warm-up (the paper's 3e-4 is for 150 x 250 iterations of batch 6);
-- nnU-Net's final validation is skipped: the demo scores the two-phase cascade on held-out cases instead.
+- nnU-Net's final validation is skipped: the demo scores the two-phase cascade on held-out cases instead;
+- progress.png is drawn once, at the end (nnU-Net draws it with matplotlib after every epoch, a few percent of a
+  demo epoch's time).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import List, Tuple, Union
 
 import numpy as np
 import torch
+from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_flare.names import SEED_ENV, THREADS_ENV
@@ -40,6 +43,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class PlotAtEndLogger(MetaLogger):
+    """nnU-Net's logger, whose per-epoch progress plot is left to `plot_final`."""
+
+    def plot_progress_png(self, output_folder: str) -> None:
+        pass
+
+    def plot_final(self, output_folder: str) -> None:
+        super().plot_progress_png(output_folder)
+
+
 class _DemoTraining(TimeBoxedTraining):
     time_box_max_epochs = 1000
 
@@ -54,6 +67,12 @@ class _DemoTraining(TimeBoxedTraining):
         if threads is not None:
             torch.set_num_threads(int(threads))
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.logger = PlotAtEndLogger(self.output_folder, self.logger.resume)
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        if self.local_rank == 0:
+            self.logger.plot_final(self.output_folder)
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, _, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()

@@ -4,12 +4,14 @@ labels as a colour overlay, a legend of the organs found; so a result can be che
 Drawn from LPS arrays (array x runs to the patient's left, y to the back, z up; case_outputs.py reorients), shown
 as radiologists look at it: axial from the feet (patient's right on the image's left, front at the top), coronal
 from the front, sagittal from the patient's left (front on the left), head up; pixels at their physical aspect.
-matplotlib's object API (no pyplot): no global figure state, no display needed.
+matplotlib's object API (no pyplot): no global figure state, no display needed; drawn in matplotlib's default
+style whatever the process set before (nnU-Net's progress plot calls seaborn.set(font_scale=2.5) for everyone).
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -18,6 +20,15 @@ from nnunetv2_flare.inference.outputs.label_colors import RGB
 
 WINDOW_HU = (-160.0, 240.0)  # abdomen: level 40, width 400
 OVERLAY_ALPHA = 0.5
+
+
+@contextmanager
+def default_style() -> Iterator[None]:
+    """matplotlib's own defaults for the drawing inside, the caller's style restored after."""
+    from matplotlib import style
+
+    with style.context("default"):
+        yield
 
 
 def slice_centre(labels: np.ndarray) -> tuple[int, int, int]:
@@ -54,6 +65,12 @@ def legend_handles(label_maps: Sequence[np.ndarray], label_names: dict[int, str]
 def render_preview(path: str | os.PathLike, ct: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float],
                    label_names: dict[int, str], colors: dict[int, RGB], title: str = "") -> None:
     """Write the PNG atomically. `ct` (HU) and `labels` are (z, y, x) arrays of one grid."""
+    with default_style():
+        _draw_preview(path, ct, labels, spacing_zyx, label_names, colors, title)
+
+
+def _draw_preview(path: str | os.PathLike, ct: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float],
+                  label_names: dict[int, str], colors: dict[int, RGB], title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

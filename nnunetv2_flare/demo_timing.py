@@ -1,0 +1,89 @@
+"""How long `nnUNetv2_flare_demo` will take on this machine, estimated up front from a few timed training steps.
+
+CPUs differ by more than the demo's stages do: a 2-core Zen 3 (AVX2) took 1.7x as long as a Zen 4 with AVX-512. So
+the estimate reads the machine: it times a few training steps of each phase's network at the demo's batch and
+patch (after one warm-up step), in this process, with the threads and OpenMP settings the training stages get.
+Training takes its iterations times the step, times the share of a training epoch spent outside the step (data
+loading, validation, checkpoints: `EPOCH_OVERHEAD`); every other stage is a number of organ-network steps per case
+or per run (`STAGE_STEPS`), measured on a reference run (docs/demo.md, "Where the time goes").
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+# seconds of a whole training stage over (iterations x the timed step): loading the patches in the training
+# process, the validation step and checkpoint of each epoch, the start of nnUNetv2_train
+EPOCH_OVERHEAD = {"locator": 1.1, "organs": 1.13}
+# the other stages in organ-network training steps: (fixed, per item), the items being the phantoms made
+# ("phantoms", "preprocess") or the held-out cases ("predict", "evaluate")
+STAGE_STEPS = {"phantoms": (0.0, 0.42), "plan": (55.0, 0.0), "preprocess": (0.0, 1.18), "predict": (0.0, 16.0),
+               "evaluate": (3.5, 0.0)}
+TIMED_STEPS = 3
+
+
+@dataclass(frozen=True)
+class StepSeconds:
+    """Seconds of one training step of each phase's network on this machine."""
+    locator: float
+    organs: float
+
+
+def _network(configuration: dict, num_classes: int):
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    arch = configuration["architecture"]
+    network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"],
+                                     arch.get("_kw_requires_import", []), 1, num_classes, deep_supervision=True)
+    return network
+
+
+def _step_seconds(network, batch: int, patch: tuple[int, ...], num_classes: int, steps: int = TIMED_STEPS) -> float:
+    """Median seconds of a training step (forward with deep supervision, cross-entropy, backward, AdamW)."""
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, *patch, generator=generator)
+    target = torch.randint(0, num_classes, (batch, *patch), generator=generator)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    times = []
+    for _ in range(steps + 1):  # the first step warms up the kernels and the allocator
+        start = time.perf_counter()
+        output = network(x)
+        logits = output[0] if isinstance(output, (list, tuple)) else output
+        loss = F.cross_entropy(logits, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def measure_steps(locator_configuration: dict, organ_configuration: dict, batch: int,
+                  threads: int | None = None) -> StepSeconds:
+    """Time the demo's two networks on random data (their configurations as the demo adds them to the plans)."""
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    locator = _network(locator_configuration, 2)
+    organs = _network(organ_configuration, 14)
+    return StepSeconds(
+        locator=_step_seconds(locator, batch, tuple(locator_configuration["patch_size"]), 2),
+        organs=_step_seconds(organs, batch, tuple(organ_configuration["patch_size"]), 14))
+
+
+def estimate_seconds(steps: StepSeconds, locator_iterations: int, organ_iterations: int, phantoms: int,
+                     held_out: int) -> dict[str, float]:
+    """Seconds of each stage (see the module docstring)."""
+    def other(stage: str, count: int) -> float:
+        fixed, per_item = STAGE_STEPS[stage]
+        return (fixed + per_item * count) * steps.organs
+    return {"phantoms": other("phantoms", phantoms), "plan": other("plan", 0),
+            "preprocess": other("preprocess", phantoms),
+            "train_locator": locator_iterations * steps.locator * EPOCH_OVERHEAD["locator"],
+            "train_organs": organ_iterations * steps.organs * EPOCH_OVERHEAD["organs"],
+            "predict": other("predict", held_out), "evaluate": other("evaluate", held_out)}
+
+
