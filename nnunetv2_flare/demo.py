@@ -215,7 +215,7 @@ def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
 
 def measure_this_machine(settings: DemoSettings) -> StepSeconds:
     """A few timed training steps of the demo's two networks, as its training stages will run them."""
-    from nnunetv2_flare.inference.model_loading import resolve_configuration
+    from nnunetv2_flare.inference.models.loading import resolve_configuration
     from nnunetv2_flare.planning.templates import load_plans_template
     plans = load_plans_template()
     plans["configurations"].update(demo_configurations(plans, settings))

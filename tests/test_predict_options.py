@@ -453,8 +453,8 @@ def test_preview_keeps_its_look_after_nnunet_set_the_seaborn_theme(tmp_path):
     import seaborn
     from matplotlib.image import imread
 
-    from nnunetv2_flare.inference.label_colors import label_colors
-    from nnunetv2_flare.inference.preview import render_preview
+    from nnunetv2_flare.inference.outputs.label_colors import label_colors
+    from nnunetv2_flare.inference.outputs.preview import render_preview
     from nnunetv2_flare.labels import FLARE_ORGANS
     labels = np.zeros((20, 40, 40), np.uint8)
     for organ in range(1, 14):
