@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import given, settings, strategies as st
 
-from cascade_oracles import LabelOracle
+from cascade_oracles import LabelOracle, predictor_from_networks
 from nnunetv2_flare.inference.core.box_following import (
     extension_slabs,
     grow_box,
@@ -62,7 +62,7 @@ class ChangesItsMind(LabelOracle):
 def _predictor(labels: sitk.Image, located: sitk.Image, organs: LabelOracle | None = None,
                **options) -> FlareCascadePredictor:
     norm = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
-    return FlareCascadePredictor.from_networks(
+    return predictor_from_networks(
         LabelOracle(located, binary=True), organs or LabelOracle(labels), norm, norm, locator_size=(32, 32, 32),
         organ_patch_size=(16, 16, 16), organ_spacing=(2.0, 2.0, 2.0), margin_mm=4.0, min_component_side=1,
         orientation=None, progress=False, **options)

@@ -14,8 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from cascade_oracles import real_data, rotation_direction, synthetic_case
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
 from nnunetv2_flare.inference.cli.predict import main
-from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.labels import FLARE_ORGANS
 
 
@@ -144,9 +144,9 @@ def test_clear_errors(results, cases, tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_predictor_reusable_and_matches_cli_output(results, cases, tmp_path):
     base = results / "Dataset220_FLARE"
-    predictor = FlareCascadePredictor(base / "nnUNetTrainerFlareLocator__FlarePlans__flare_locator",
-                                      base / "nnUNetTrainerFlareOrgans__FlarePlans__flare_organs", threads=2,
-                                      progress=False)
+    predictor = FlareCascadePredictor.from_folders(base / "nnUNetTrainerFlareLocator__FlarePlans__flare_locator",
+                                                   base / "nnUNetTrainerFlareOrgans__FlarePlans__flare_organs",
+                                                   ModelSettings(threads=2), CascadeSettings(progress=False))
     first = sitk.GetArrayFromImage(predictor.predict(cases / "caseA_0000.nii.gz"))
     predictor.predict(cases / "caseB.mha")
     again = sitk.GetArrayFromImage(predictor.predict(sitk.ReadImage(str(cases / "caseA_0000.nii.gz"))))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import dice, real_data
-from nnunetv2_flare.inference import geometry
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, geometry
 from nnunetv2_flare.inference.core.postprocessing import keep_largest_component_per_label, remove_small_components
 from nnunetv2_flare.inference.core.sliding_window import owned_ranges, tile_starts
 from nnunetv2_flare.inference.geometry import resize_labels_linear_slabs, resize_linear, resize_nearest
@@ -17,7 +17,6 @@ from nnunetv2_flare.inference.inputs.reading import case_name, list_cases
 from nnunetv2_flare.inference.models.backends import argmax_labels
 from nnunetv2_flare.inference.models.backends.torch import NetworkModel
 from nnunetv2_flare.inference.models.loading import CTNormalization, load_phase
-from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.masks import foreground_box, margin_voxels
 from tool_modules import load_tool
 
@@ -170,10 +169,10 @@ def test_the_cascade_works_in_the_orientation_the_models_were_trained_in(tmp_pat
         plans_file.write_text(json.dumps(dict(json.loads(plans_file.read_text()), image_reader_writer=reader)))
     as_stored, ras = (load_phase(folders[r]) for r in ("SimpleITKIO", "NibabelIOWithReorient"))
     assert (as_stored.orientation, ras.orientation) == (None, "RAS")
-    assert FlareCascadePredictor.from_phases(ras, ras).orientation == "RAS"
-    assert FlareCascadePredictor.from_phases(as_stored, as_stored).orientation == DEFAULT_ORIENTATION == "LPS"
-    assert FlareCascadePredictor.from_phases(ras, ras, orientation="LPS").orientation == "LPS"  # the user's choice
-    assert FlareCascadePredictor.from_phases(None, ras).orientation == "RAS"  # organs only
+    assert FlareCascadePredictor(ras, ras).orientation == "RAS"
+    assert FlareCascadePredictor(as_stored, as_stored).orientation == DEFAULT_ORIENTATION == "LPS"
+    assert FlareCascadePredictor(ras, ras, CascadeSettings(orientation="LPS")).orientation == "LPS"  # the user's choice
+    assert FlareCascadePredictor(None, ras).orientation == "RAS"  # organs only
     assert models_orientation(None, "RAS") == "RAS"
     with pytest.raises(ValueError, match="different voxel orientations"):
         models_orientation("LPS", "RAS")
@@ -239,9 +238,11 @@ def test_linear_restore_needs_class_scores() -> None:
     image_norm = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
     labels_only = lambda x, grid: np.zeros(x.shape[2:], np.uint8)  # noqa: E731
     with pytest.raises(ValueError, match="class scores"):
-        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="linear")
+        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm,
+                                            settings=CascadeSettings(restore="linear"))
     with pytest.raises(ValueError, match="restore must be one of"):
-        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="cubic")
+        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm,
+                                            settings=CascadeSettings(restore="cubic"))
 
 
 def test_ensemble_scores_are_one_members_logits_or_the_mean_probability() -> None:

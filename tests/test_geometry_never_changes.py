@@ -13,10 +13,10 @@ import pytest
 import SimpleITK as sitk
 
 from cascade_oracles import real_data
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor
 from nnunetv2_flare.inference.inputs.checks import InputRefused
 from nnunetv2_flare.inference.inputs.reading import dicom_series_files, read_image
 from nnunetv2_flare.inference.models.loading import Phase
-from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.labels import NUM_CLASSES
 from unusual_inputs import NORM, SMALL, ArrayLocator, ArrayOrganNet, array_predictor, body_ct, write_dicom_series
 
@@ -101,8 +101,8 @@ def nibabel_predictor() -> FlareCascadePredictor:
     locator = Phase(ArrayLocator(), NORM, SMALL["locator_size"], None, 2)
     organs = Phase(ArrayOrganNet(), NORM, SMALL["organ_patch_size"], SMALL["organ_spacing"], NUM_CLASSES,
                    reader="NibabelIOWithReorient")
-    return FlareCascadePredictor.from_phases(locator, organs, min_component_side=SMALL["min_component_side"],
-                                             margin_mm=SMALL["margin_mm"], progress=False)
+    return FlareCascadePredictor(locator, organs, CascadeSettings(min_component_side=SMALL["min_component_side"],
+                                                                  margin_mm=SMALL["margin_mm"], progress=False))
 
 
 def predicted(predictor: FlareCascadePredictor, path: Path, out: Path) -> tuple[nib.Nifti1Image, dict]:

@@ -137,8 +137,8 @@ class MeanProbabilityOracle:
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_two_fold_ensemble_differs_from_each_fold_and_is_the_mean_probability_argmax(models, tmp_path):
+    from cascade_oracles import predictor_from_networks
     from nnunetv2_flare.inference.models.loading import CTNormalization
-    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
     CT_INTENSITY_PROPERTIES = load_tool("random_models").CT_INTENSITY_PROPERTIES
 
     image = real_data("totalsegmentator/example_ct.nii.gz")
@@ -153,7 +153,7 @@ def test_two_fold_ensemble_differs_from_each_fold_and_is_the_mean_probability_ar
     for single in (("0",), ("1",)):
         assert (ensemble != outputs[single]).mean() > 0.01  # a real change, not a few near-tie voxels
     norm = CTNormalization.from_intensity_properties(CT_INTENSITY_PROPERTIES)
-    oracle = FlareCascadePredictor.from_networks(
+    oracle = predictor_from_networks(
         MeanProbabilityOracle(models["locator"], (0, 1)), MeanProbabilityOracle(models["organs"], (0, 1)), norm,
         norm, locator_size=SMALL_CASCADE["locator_size"], organ_patch_size=SMALL_CASCADE["organ_patch_size"],
         organ_spacing=SMALL_CASCADE["organ_spacing"], progress=False)
@@ -402,9 +402,9 @@ def test_roi_subset_by_name_with_names_from_the_models_dataset_json(three_label_
 def test_python_api_takes_paths_sitk_nibabel_and_numpy(models):
     import nibabel as nib
 
-    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
-    predictor = FlareCascadePredictor(models["locator"], models["organs"], backend="torch", threads=1,
-                                      progress=False)
+    from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+    predictor = FlareCascadePredictor.from_folders(models["locator"], models["organs"],
+                                                   ModelSettings(backend="torch", threads=1), CascadeSettings(progress=False))
     path = real_data("totalsegmentator/example_ct_sm.nii.gz")
     image = sitk.ReadImage(str(path))
     reference = sitk.GetArrayFromImage(predictor.predict(path))

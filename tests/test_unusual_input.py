@@ -15,10 +15,9 @@ import SimpleITK as sitk
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cascade_oracles import LabelOracle, dice, real_data, tie_tolerant_ideal
+from cascade_oracles import LabelOracle, dice, predictor_from_networks, real_data, tie_tolerant_ideal
 from nnunetv2_flare.inference.inputs.checks import InputRefused, prepare_input
 from nnunetv2_flare.inference.inputs.orientation import plan_reorientation
-from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from unusual_inputs import (
     NORM,
     array_predictor,
@@ -279,8 +278,8 @@ def oracle_predictor(reference: sitk.Image, locator_reference: sitk.Image | None
     kwargs = dict(locator_size=(32, 32, 32), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0),
                   margin_mm=6.0, progress=False, min_component_side=4)
     kwargs.update(options)
-    return FlareCascadePredictor.from_networks(LabelOracle(locator_reference or reference, binary=True),
-                                               LabelOracle(reference), NORM, NORM, **kwargs)
+    return predictor_from_networks(LabelOracle(locator_reference or reference, binary=True),
+                                   LabelOracle(reference), NORM, NORM, **kwargs)
 
 
 def check_matches_ideal(result, reference: sitk.Image, min_dice: float = 0.98) -> None:

@@ -140,11 +140,13 @@ class FixedBoxLocator:
 def run_case(args) -> None:
     t0 = time.perf_counter()
     from nnunetv2_flare.atomic_io import write_image_atomic
-    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
+    from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
     backend, precision = runtime(args.backend)
-    predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=backend,
-                                      precision=precision, window=args.window)
-    predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm, predictor.margin_mm)
+    predictor = FlareCascadePredictor.from_folders(
+        args.m1, args.m2, ModelSettings(threads=args.threads, backend=backend, precision=precision),
+        CascadeSettings(progress=False, window=args.window))
+    predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm,
+                                              predictor.cascade_settings.margin_mm)
     setup = time.perf_counter() - t0
     result = predictor.run(args.input)
     t = time.perf_counter()

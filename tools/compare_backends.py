@@ -22,9 +22,9 @@ import torch
 from nnunetv2_flare.atomic_io import write_image_atomic
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
 from nnunetv2_flare.inference.inputs.reading import list_cases
 from nnunetv2_flare.inference.models.backends import argmax_labels
-from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.names import RESTORE_MODES
 
 
@@ -63,8 +63,9 @@ def make_predictor(m1: Path, m2: Path, setting: str, overlap: float, restore: st
     'torch-bf16' (Bf16Emulation)."""
     backend = setting.removesuffix("-bf16")
     precision = "bf16" if setting == "openvino-bf16" else "fp32"
-    predictor = FlareCascadePredictor(m1, m2, backend=backend, precision=precision, tile_min_overlap=overlap,
-                                      progress=False, restore=restore)
+    predictor = FlareCascadePredictor.from_folders(
+        m1, m2, ModelSettings(backend=backend, precision=precision),
+        CascadeSettings(tile_min_overlap=overlap, progress=False, restore=restore))
     if setting == "torch-bf16":
         predictor.organs.model = Bf16Emulation(predictor.organs.model)
     return predictor

@@ -11,8 +11,8 @@ Map (each layer imports only from the layers listed after it; tests/test_import_
   (nnU-Net's -num_parts / -part_id).
 - `outputs/`: the files of one case: `case_outputs.py` (where they go; companion files), `dicom_seg.py`,
   `preview.py`, `label_colors.py`.
-- `core/`: one case, in memory: `cascade.py` (`Cascade`: locate, crop, segment, restore), `result.py`
-  (`CascadeResult`), `sliding_window.py`, `box_following.py`, `postprocessing.py`, `organ_statistics.py`.
+- `core/`: one case, in memory: `cascade.py` (`Cascade`: locate, crop, segment, restore), `settings.py`
+  (`ModelSettings`, `CascadeSettings`), `result.py` (`CascadeResult`), `sliding_window.py`, `box_following.py`, `postprocessing.py`, `organ_statistics.py`.
 - `models/`: the networks: `loading.py` (a phase from an nnU-Net results folder), `ensemble.py` (folds, TTA),
   `digests.py` (what identifies a model), `backends/` (PyTorch, OpenVINO).
 - `inputs/`: one CT before the networks: `reading.py` (files, DICOM series, case names), `checks.py` (refuse or
@@ -27,7 +27,9 @@ from typing import Any
 # where each public name lives; imported on first use: `nnUNetv2_flare_predict -h` should not wait for torch
 _PUBLIC = {"FlareCascadePredictor": "nnunetv2_flare.inference.predictor",
            "Cascade": "nnunetv2_flare.inference.core.cascade",
-           "CascadeResult": "nnunetv2_flare.inference.core.result"}
+           "CascadeResult": "nnunetv2_flare.inference.core.result",
+           "CascadeSettings": "nnunetv2_flare.inference.core.settings",
+           "ModelSettings": "nnunetv2_flare.inference.core.settings"}
 __all__ = list(_PUBLIC)
 
 

@@ -45,11 +45,11 @@ def load_organ_predictor(model_folder: str | os.PathLike, fold: str | int = "all
                          checkpoint_name: str = CHECKPOINT, device: str = "cpu",
                          threads: int | None = None, progress: bool = False) -> OrganPredictor:
     """The cascade's organ phase, loaded from an nnU-Net results folder, as an `OrganPredictor`."""
-    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
+    from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
 
     # the locator is not used: the crop comes from the training label
-    predictor = FlareCascadePredictor.organs_only(model_folder, fold, checkpoint_name, device, threads,
-                                                  progress=progress)
+    models = ModelSettings(fold=fold, checkpoint_name=checkpoint_name, device=device, threads=threads, backend="torch")
+    predictor = FlareCascadePredictor.organs_only(model_folder, models, CascadeSettings(progress=progress))
     return cascade_organ_predictor(predictor)
 
 

@@ -87,7 +87,7 @@ def run_batch(predictor: Cascade, plan: BatchPlan, overwrite: bool = False) -> B
                    f"cases[{plan.part_id}::{plan.num_parts}]).")
     current: dict | None = None
     try:
-        for case in tqdm(cases, desc="cases", disable=not predictor.progress):
+        for case in tqdm(cases, desc="cases", disable=not predictor.cascade_settings.progress):
             target = plan.targets[case.name]
             current = entry_for_case(result.report, case.name, str(case.path), str(target))
             try:

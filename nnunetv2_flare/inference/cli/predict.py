@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
+from nnunetv2_flare.cli_errors import EXIT_FAILED_CASES, EXIT_OK, FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.inference.cli.checks import (
     check_arguments,
     check_paths,
@@ -13,6 +13,7 @@ from nnunetv2_flare.inference.cli.checks import (
     orientation_option,
 )
 from nnunetv2_flare.names import (
+    CASCADE_MARGIN_MM,
     CHECKPOINT,
     FOLLOW_ORGANS_ROUNDS,
     LOCATOR_CONFIGURATION,
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "compatibility)")
     p.add_argument("--report", metavar="REPORT_JSON",
                    help="write a JSON report: per case stage times, crop box, warnings, organ volumes (mL)")
-    p.add_argument("--margin_mm", type=float, default=None, help="crop margin around the located abdomen (15)")
+    p.add_argument("--margin_mm", type=float, default=None,
+                   help=f"crop margin around the located abdomen, mm per side (default {CASCADE_MARGIN_MM:g})")
     p.add_argument("--orientation", default=MODEL_ORIENTATION, type=orientation_option, metavar="CODE",
                    help="process every scan in this voxel orientation (e.g. RAS, LPS) and map the labels back; "
                         "default 'model': the orientation the models were trained in (their plans' reader: RAS for "
@@ -168,29 +170,24 @@ def _predict(args: argparse.Namespace) -> int:
     plan = check_paths(args)
     from nnunetv2_flare.inference.batch.runner import run_batch
     from nnunetv2_flare.inference.batch.safety import sigterm_as_interrupt
+    from nnunetv2_flare.inference.core.settings import CascadeSettings, ModelSettings
     from nnunetv2_flare.inference.models.loading import resolve_model_folders
     from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
-    options = {"progress": not args.disable_progress_bar, "orientation": args.orientation, "restore": args.restore,
-               "follow_organs": args.follow_organs, "window": args.window}
-    if args.step_size is not None:
-        options["tile_min_overlap"] = 1.0 - args.step_size
-    if args.roi_subset:
-        options["roi_subset"] = args.roi_subset
-    if args.statistics:
-        options["statistics"] = True
-    if args.margin_mm is not None:
-        options["margin_mm"] = args.margin_mm
+    models = ModelSettings(fold=args.f, checkpoint_name=args.chk, device=args.device, threads=args.threads,
+                           backend=args.backend, precision=args.precision, tta=args.tta, shift_tta=args.shift_tta)
+    settings = CascadeSettings(
+        margin_mm=CASCADE_MARGIN_MM if args.margin_mm is None else args.margin_mm,
+        tile_min_overlap=0.0 if args.step_size is None else 1.0 - args.step_size, orientation=args.orientation,
+        roi_subset=args.roi_subset, statistics=args.statistics, restore=args.restore,
+        follow_organs=args.follow_organs, window=args.window, progress=not args.disable_progress_bar)
     if args.m1:
         locator, organs = args.m1, args.m2
     else:
         locator, organs = resolve_model_folders(args.d, args.tr1, args.c1, args.tr2, args.c2, args.p)
     try:
         with sigterm_as_interrupt():
-            predictor = FlareCascadePredictor(locator, organs, fold=args.f, checkpoint_name=args.chk,
-                                              device=args.device, threads=args.threads, backend=args.backend,
-                                              precision=args.precision, tta=args.tta,
-                                              shift_tta=args.shift_tta, **options)
+            predictor = FlareCascadePredictor.from_folders(locator, organs, models, settings)
             # folders only now (run_batch makes them): a refused command (bad models, folds, device) leaves nothing
             result = run_batch(predictor, plan, overwrite=args.overwrite)
     except ValueError as e:  # the predictor's own checks (folds, precision, roi names) are misuse too
@@ -199,7 +196,7 @@ def _predict(args: argparse.Namespace) -> int:
           f"{len(result.failed)} failed -> {args.o}")
     for name, error in result.failed.items():
         print(f"  FAILED {name}: {error}", file=sys.stderr)
-    return 1 if result.failed else 0
+    return EXIT_FAILED_CASES if result.failed else EXIT_OK
 
 
 if __name__ == "__main__":

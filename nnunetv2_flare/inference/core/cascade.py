@@ -49,6 +49,7 @@ from nnunetv2_flare.inference.core.postprocessing import (
     remove_small_components,
 )
 from nnunetv2_flare.inference.core.result import CascadeResult
+from nnunetv2_flare.inference.core.settings import CascadeSettings, ModelSettings
 from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
 from nnunetv2_flare.inference.geometry import (
     SLAB_SLICES,
@@ -73,15 +74,11 @@ from nnunetv2_flare.inference.models.ensemble import FoldEnsemble, parse_folds
 from nnunetv2_flare.inference.models.loading import CTNormalization, Phase, load_phase
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, MODEL_ORIENTATION, RESTORE_MODES, WINDOW_MODES
+from nnunetv2_flare.names import MODEL_ORIENTATION, WINDOW_MODES
 from nnunetv2_flare.window_shapes import WindowRange, fitted_window
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (backends/torch.py)
-    import torch
     from torch import nn
-
-MIN_COMPONENT_SIDE = 20  # voxels of the original grid (method.md: components smaller than 20^3 are removed)
-
 
 class _Stopwatch:
     def __init__(self, timings: dict[str, float]) -> None:
@@ -93,14 +90,9 @@ class _Stopwatch:
         self.last = now
 
 
-def _restores_scores(options: dict) -> bool:
-    """Whether the organ model must hand out class scores (restore='linear'), not only labels."""
-    return options.get("restore") == "linear"
-
-
 def fitted_window_range(organs: Phase, window: str) -> WindowRange | None:
     """The window range the organ windows are fitted within, or None for tiles of the training patch
-    (`FlareCascadePredictor(window=...)`). Fitting windows for a model trained on its patch alone warns once: it
+    (`CascadeSettings.window`). Fitting windows for a model trained on its patch alone warns once: it
     was never shown other shapes (docs/performance.md measured it losing 1.3-7.3 DSC points)."""
     if window not in WINDOW_MODES:
         raise ValueError(f"window must be one of {', '.join(WINDOW_MODES)}, not {window!r}")
@@ -134,124 +126,89 @@ class Cascade:
     """The cascade on one case at a time; one object per set of models, reusable across cases (batches of files:
     `FlareCascadePredictor`, predictor.py).
 
-    >>> predictor = FlareCascadePredictor(locator_folder, organ_folder, fold="all")   # or fold=[0, 1, 2, 3, 4]
+    >>> predictor = FlareCascadePredictor.from_folders(locator_folder, organ_folder, ModelSettings(fold=[0, 1]))
     >>> labels = predictor.predict("case_0000.nii.gz")          # sitk.Image, uint8, the input's grid
     >>> labels = predictor.predict(array_zyx, spacing=(0.8, 0.8, 2.5))   # NumPy in, NumPy out (or nibabel)
     >>> result = predictor.run(image)                           # labels + timings, crop box, warnings, volumes
-    Options (keyword arguments): margin_mm, tile_min_overlap (1 - nnU-Net's step_size), orientation, roi_subset,
-    statistics, restore, follow_organs, progress; see _configure.
+    Settings: `ModelSettings` (how the networks load and run) and `CascadeSettings` (how a case is segmented),
+    settings.py.
     """
 
-    def __init__(self, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike,
-                 fold: str | int | Sequence[str | int] = "all",
-                 checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
-                 backend: str = "auto", precision: str = "fp32", tta: bool = False, shift_tta: bool = False,
-                 **options) -> None:
-        """`backend` runs both networks: 'torch', 'openvino' (CPU, optional extra), or 'auto' (OpenVINO when
-        installed and the device is the CPU). `precision`: 'fp32' or 'bf16' (opt-in: OpenVINO on a CPU with native
-        bf16; see the README's accuracy check; the locator stays fp32). With OpenVINO and both models converted (cached
-        at first use) torch is never imported. `fold`: 'all', one fold, or several (both phases then average the
-        folds' class probabilities per tile, ensemble.py). `tta`: nnU-Net's mirroring (8 passes per tile and fold,
-        averaged the same way); off by default, as the paper's method runs without it. `shift_tta`: the organ network
-        also sees every tile shifted by one voxel along each combination of axes (8 passes per tile, fold and mirror,
-        averaged the same way): its stride-2 stem samples every other voxel, and the 8 shifts are its 8 sampling
-        phases (docs/prediction.md); off by default."""
-        n_threads = int(threads) if threads else available_cores()
-        self.backend = resolve_backend(backend, device)
-        check_precision(precision, self.backend)
-        self._configure(load_phase(locator_folder, fold, checkpoint_name, device, backend=self.backend,
-                                   threads=n_threads, tta=tta),
-                        load_phase(organ_folder, fold, checkpoint_name, device, backend=self.backend,
-                                   threads=n_threads, precision=precision, tta=tta, shift_tta=shift_tta,
-                                   class_scores=_restores_scores(options)), **options)
-        self.folds, self.tta, self.shift_tta = list(parse_folds(fold)), tta, shift_tta
-        set_threads(n_threads)  # after loading: a PyTorch model imports torch
-
-    @classmethod
-    def from_phases(cls, locator: Phase, organs: Phase, threads: int | None = None,
-                    **options) -> "Cascade":
-        self = cls.__new__(cls)
-        self.backend = "injected"
-        self.folds, self.tta, self.shift_tta = [], False, False
-        if threads:
-            set_threads(threads)
-        self._configure(locator, organs, **options)
-        return self
-
-    @classmethod
-    def organs_only(cls, organ_folder: str | os.PathLike, fold: str | int | Sequence[str | int] = "all",
-                    checkpoint_name: str = CHECKPOINT, device: str | torch.device = "cpu", threads: int | None = None,
-                    backend: str = "torch", **options) -> "Cascade":
-        """Phase 2 alone, no locator: for `segment_box`, where the crop is known (pseudo-labels crop to the case's
-        current label). `backend` as in the constructor; 'torch' by default."""
-        if threads:
-            set_threads(threads)
-        backend = resolve_backend(backend, device)
-        organs = load_phase(organ_folder, fold, checkpoint_name, device, backend=backend, threads=threads,
-                            class_scores=_restores_scores(options))
-        self = cls.from_phases(None, organs, **options)
-        self.backend, self.folds = backend, list(parse_folds(fold))
-        return self
-
-    @classmethod
-    def from_networks(cls, locator: nn.Module | SegmentationModel, organs: nn.Module | SegmentationModel,
-                      locator_normalization: CTNormalization, organ_normalization: CTNormalization,
-                      locator_size: Sequence[int] = (128, 128, 128), organ_patch_size: Sequence[int] = (96, 96, 96),
-                      organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), device: str = "cpu",
-                      **options) -> "Cascade":
-        """Networks (nn.Modules, array order, logits out) or any `x, grid -> labels` callables on NumPy arrays
-        (see SegmentationModel), e.g. oracles in tests."""
-        from torch import nn
-
-        def wrap(m):
-            return NetworkModel(m, device=device) if isinstance(m, nn.Module) else m
-        return cls.from_phases(
-            Phase(wrap(locator), locator_normalization, tuple(locator_size), None, 2),
-            Phase(wrap(organs), organ_normalization, tuple(organ_patch_size), tuple(organ_spacing), NUM_CLASSES),
-            **options)
-
-    def _configure(self, locator: Phase, organs: Phase, margin_mm: float = CASCADE_MARGIN_MM,
-                   min_component_side: int = MIN_COMPONENT_SIDE, tile_min_overlap: float = 0.0,
-                   progress: bool = True, orientation: str | None = MODEL_ORIENTATION,
-                   roi_subset: Sequence[str] | None = None, statistics: bool = False,
-                   restore: str = "nearest", follow_organs: int = 0, window: str = "auto") -> None:
-        """`roi_subset`: organ names to keep (the others are set to background: TotalSegmentator's --roi_subset; the
-        networks still see every class, so the kept organs are the same as in a full prediction). `statistics`:
-        per organ volume and HU statistics in each result (organ_statistics.py). `restore` (RESTORE_MODES): how the
-        working-resolution labels return to the input grid; 'linear' keeps the organ network's class scores (C
-        float16 channels at working resolution) and interpolates them where labels meet
-        (geometry.resize_labels_linear_slabs). `follow_organs`: up to this many rounds of growing the box where the
-        organ labels reach its faces (box_following.py); 0, the default, keeps the locator's box. `window`
-        (window_shapes.WINDOW_MODES): the organ network's windows: 'tiles' of its training patch, 'fitted' to the
-        crop (one window where it is within the range the model was trained on, else the fewest near-equal
-        windows), or 'auto': fitted for a model trained for any window, tiles otherwise."""
+    def __init__(self, locator: Phase | None, organs: Phase, settings: CascadeSettings | None = None,
+                 loaded_with: ModelSettings | None = None) -> None:
+        """The cascade of two loaded phases (`locator` None: Phase 2 alone, for `segment_box`). `loaded_with`: the
+        model settings the phases were loaded with (`from_folders`), for the report; None for phases built in
+        memory."""
+        settings = settings or CascadeSettings()
         if organs.spacing is None:
             raise ValueError("the organ phase needs a target spacing")
-        if restore not in RESTORE_MODES:
-            raise ValueError(f"restore must be one of {', '.join(RESTORE_MODES)}, not {restore!r}")
-        if restore == "linear" and not hasattr(organs.model, "scores"):
+        if settings.restore == "linear" and not hasattr(organs.model, "scores"):
             if not hasattr(organs.model, "logits"):
                 raise ValueError("restore='linear' needs an organ model that gives class scores (a network, or a "
                                  "model with a `logits` or `scores` method); this one gives labels only")
             organs = replace(organs, model=FoldEnsemble([organs.model]))
-        if int(follow_organs) != follow_organs or follow_organs < 0:
-            raise ValueError(f"follow_organs must be a whole number of rounds >= 0, not {follow_organs!r}")
-        self.restore, self.follow_organs = restore, int(follow_organs)
-        self.window, self.window_range = window, fitted_window_range(organs, window)
+        self.cascade_settings, self.model_settings = settings, loaded_with
+        self.window_range = fitted_window_range(organs, settings.window)
         self.locator, self.organs = locator, organs
         self.model_label_names: dict[int, str] = dict(organs.label_names or FLARE_ORGANS)  # id -> organ name
-        self.roi_subset = subset_ids(self.model_label_names, roi_subset) if roi_subset else None
+        self.roi_subset = subset_ids(self.model_label_names, settings.roi_subset) if settings.roi_subset else None
         self.label_names = {i: n for i, n in self.model_label_names.items()  # the labels this predictor writes
                             if self.roi_subset is None or i in self.roi_subset}
-        self.statistics = bool(statistics)
-        self.margin_mm, self.min_component_side = float(margin_mm), int(min_component_side)
-        self.tile_min_overlap, self.progress = float(tile_min_overlap), progress
+        orientation = settings.orientation
         if orientation == MODEL_ORIENTATION:
             orientation = models_orientation(organs.orientation, locator.orientation if locator else None)
         self.orientation = orientation  # None: process the array as read
         # whose choice of a NIfTI's qform / sform the organ model was trained with (nifti_transforms.py)
         self.nifti_reader = "nibabel" if organs.reader in NIBABEL_READERS else "itk"
         self.models_identity = short_digest(locator.identity if locator else "", organs.identity)
+
+    @classmethod
+    def from_folders(cls, locator_folder: str | os.PathLike, organ_folder: str | os.PathLike,
+                     models: ModelSettings | None = None, settings: CascadeSettings | None = None) -> Cascade:
+        """Both phases from nnU-Net results folders (plans.json, dataset.json, fold_<f>/<checkpoint>), as
+        nnUNetv2_predict reads a model folder."""
+        models, settings = models or ModelSettings(), settings or CascadeSettings()
+        n_threads = int(models.threads) if models.threads else available_cores()
+        backend = resolve_backend(models.backend, models.device)
+        check_precision(models.precision, backend)
+        locator = load_phase(locator_folder, models.fold, models.checkpoint_name, models.device, backend=backend,
+                             threads=n_threads, tta=models.tta)
+        organs = load_phase(organ_folder, models.fold, models.checkpoint_name, models.device, backend=backend,
+                            threads=n_threads, precision=models.precision, tta=models.tta,
+                            shift_tta=models.shift_tta, class_scores=settings.restore == "linear")
+        predictor = cls(locator, organs, settings, loaded_with=replace(models, backend=backend))
+        set_threads(n_threads)  # after loading: a PyTorch model imports torch
+        return predictor
+
+    @classmethod
+    def organs_only(cls, organ_folder: str | os.PathLike, models: ModelSettings | None = None,
+                    settings: CascadeSettings | None = None) -> Cascade:
+        """Phase 2 alone, no locator: for `segment_box`, where the crop is known (pseudo-labels crop to the case's
+        current label). `models` as in `from_folders`, with PyTorch by default."""
+        models, settings = models or ModelSettings(backend="torch"), settings or CascadeSettings()
+        if models.threads:
+            set_threads(models.threads)
+        backend = resolve_backend(models.backend, models.device)
+        organs = load_phase(organ_folder, models.fold, models.checkpoint_name, models.device, backend=backend,
+                            threads=models.threads, precision=models.precision, tta=models.tta,
+                            shift_tta=models.shift_tta, class_scores=settings.restore == "linear")
+        return cls(None, organs, settings, loaded_with=replace(models, backend=backend))
+
+    @classmethod
+    def from_networks(cls, locator: nn.Module | SegmentationModel, organs: nn.Module | SegmentationModel,
+                      locator_normalization: CTNormalization, organ_normalization: CTNormalization,
+                      locator_size: Sequence[int] = (128, 128, 128), organ_patch_size: Sequence[int] = (96, 96, 96),
+                      organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), device: str = "cpu",
+                      settings: CascadeSettings | None = None) -> Cascade:
+        """Networks (nn.Modules, array order, logits out) or any `x, grid -> labels` callables on NumPy arrays
+        (see SegmentationModel), e.g. oracles in tests."""
+        from torch import nn
+
+        def wrap(m):
+            return NetworkModel(m, device=device) if isinstance(m, nn.Module) else m
+        return cls(Phase(wrap(locator), locator_normalization, tuple(locator_size), None, 2),
+                   Phase(wrap(organs), organ_normalization, tuple(organ_patch_size), tuple(organ_spacing),
+                         NUM_CLASSES), settings)
 
     # ------------------------------------------------------------------ single case
     def predict(self, image, spacing: Sequence[float] | None = None, origin: Sequence[float] | None = None,
@@ -288,7 +245,7 @@ class Cascade:
         working_labels, scores, wshape, windows = self._segment(image, array, box, watch)
         windows = [windows]
         located = box
-        if self.follow_organs:
+        if self.cascade_settings.follow_organs:
             box_labels, box, slab_windows = self._follow(image, array, box, working_labels, scores, watch)
             windows += slab_windows
             slabs = ((z, box_labels[z:z + SLAB_SLICES])
@@ -301,17 +258,19 @@ class Cascade:
         volumes = {name: float(counts[i]) * voxel_ml for i, name in self.label_names.items()}
         watch.lap("restore")
         statistics = None
-        if self.statistics:  # inside the crop box: every labelled voxel is there
+        if self.cascade_settings.statistics:  # inside the crop box: every labelled voxel is there
             crop_labels = prepared.canonical_labels(labels)[box.slices]
             statistics = organ_statistics(array[box.slices], crop_labels, self.label_names, voxel_ml)
             watch.lap("statistics")
         timings["total"] = time.perf_counter() - start
-        return CascadeResult(labels, prepared.box_on_input(box, array.shape), from_locator, wshape,
-                             sum(count for _, count in windows), timings, warnings, volumes, list(prepared.notes),
-                             prepared.report(), prepared.values_on_input(self.organs.spacing), statistics, image,
-                             prepared.canonical_labels,
-                             prepared.box_on_input(located, array.shape) if located != box else None,
-                             windows=windows, nifti_transforms=transforms)
+        return CascadeResult(
+            labels=labels, crop_box=prepared.box_on_input(box, array.shape), crop_from_locator=from_locator,
+            working_shape=wshape, n_patches=sum(count for _, count in windows), timings=timings, warnings=warnings,
+            organ_volumes_ml=volumes, notes=list(prepared.notes), orientation=prepared.report(),
+            organ_spacing_input_zyx=prepared.values_on_input(self.organs.spacing), statistics=statistics,
+            canonical_image=image, labels_to_canonical=prepared.canonical_labels,
+            located_box=prepared.box_on_input(located, array.shape) if located != box else None,
+            windows=windows, nifti_transforms=transforms)
 
     def _restore(self, prepared: PreparedInput, slabs: Iterable[tuple[int, np.ndarray]],
                  box: Box) -> tuple[sitk.Image, np.ndarray]:
@@ -356,7 +315,7 @@ class Cascade:
         labels = self._box_labels(working_labels, scores, box.shape)
         half_patch = half_patch_voxels(self.organs.patch_size, self.organs.spacing, image.GetSpacing()[::-1])
         windows = []
-        for _ in range(self.follow_organs):
+        for _ in range(self.cascade_settings.follow_organs):
             faces = touched_faces(labels, box, array.shape)
             if not faces:
                 break
@@ -383,17 +342,18 @@ class Cascade:
         foreground = np.asarray(self.locator.model(x[None, None], grid)) > 0
         watch.lap("locate_network")
         # the 20^3 rule, capped per axis at the axis length: a thin scan's abdomen spans its few slices
-        side_voxels = math.prod(min(self.min_component_side, n) for n in array.shape)
+        side_voxels = math.prod(min(self.cascade_settings.min_component_side, n) for n in array.shape)
         min_voxels = max(1, round(side_voxels * math.prod(size) / math.prod(array.shape)))
         foreground = remove_small_components(foreground, min_voxels)
         bounds = foreground_box(foreground)
         spacing_zyx = image.GetSpacing()[::-1]
         if bounds is None:
             warnings.append("The locator found no abdomen (after removing components smaller than "
-                            f"{self.min_component_side}^3 voxels): segmenting the whole volume.")
+                            f"{self.cascade_settings.min_component_side}^3 voxels): segmenting the whole volume.")
             box, found = Box.whole(array.shape), False
         else:
-            box, found = box_from_coarse(*bounds, size, array.shape, margin_voxels(self.margin_mm, spacing_zyx)), True
+            margin = margin_voxels(self.cascade_settings.margin_mm, spacing_zyx)
+            box, found = box_from_coarse(*bounds, size, array.shape, margin), True
         watch.lap("locate_postprocess")
         return box, found
 
@@ -420,37 +380,39 @@ class Cascade:
             return VoxelGrid.subgrid(image, tile_offset, scale, patch)
 
         scores = None
-        if self.restore == "linear":
-            labels, scores = sliding_window_scores(x, patch, self.organs.model, grid_of_tile, self.tile_min_overlap,
-                                                   self.progress)
+        overlap, progress = self.cascade_settings.tile_min_overlap, self.cascade_settings.progress
+        if self.cascade_settings.restore == "linear":
+            labels, scores = sliding_window_scores(x, patch, self.organs.model, grid_of_tile, overlap, progress)
             scores = scores[(slice(None), *inner)]
         else:
-            labels = sliding_window_labels(x, patch, self.organs.model, grid_of_tile, self.tile_min_overlap,
-                                           self.progress)
+            labels = sliding_window_labels(x, patch, self.organs.model, grid_of_tile, overlap, progress)
         labels = labels[inner]
         del x  # the float32 working volume (0.17 GB at 512 x 512 x 1500) is not needed from here on
-        n_patches = tile_count(padded, patch, self.tile_min_overlap)
+        n_patches = tile_count(padded, patch, overlap)
         watch.lap("segment_network")
         labels = keep_largest_component_per_label(np.ascontiguousarray(labels))
         watch.lap("postprocess")
         return labels, scores, wshape, (tuple(patch), n_patches)
 
     def settings(self) -> dict:
-        return {"locator": self.locator.source, "organs": self.organs.source, "organ_backend": self.backend,
+        """Every setting this predictor runs with, for the JSON report and the request record of its label files."""
+        s, models = self.cascade_settings, self.model_settings
+        return {"locator": self.locator.source, "organs": self.organs.source,
+                "organ_backend": models.backend if models else "injected",
                 "organ_precision": getattr(self.organs.model, "precision", "fp32"),
                 "locator_size_xyz": list(self.locator.patch_size[::-1]),
                 "organ_patch_size_xyz": list(self.organs.patch_size[::-1]),
-                "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": self.margin_mm,
+                "organ_spacing_xyz": list(self.organs.spacing[::-1]), "margin_mm": s.margin_mm,
                 "orientation": self.orientation or "as read", "nifti_reader": self.nifti_reader,
-                "folds": self.folds, "tta": self.tta,
-                "shift_tta": self.shift_tta,
-                "restore": self.restore, "follow_organs": self.follow_organs,
+                "folds": list(parse_folds(models.fold)) if models else [],
+                "tta": models.tta if models else False, "shift_tta": models.shift_tta if models else False,
+                "restore": s.restore, "follow_organs": s.follow_organs,
                 "window": "tiles" if self.window_range is None else "fitted",
                 "window_range": None if self.window_range is None else {
                     "minimum_xyz": list(self.window_range.minimum[::-1]),
                     "maximum_xyz": list(self.window_range.maximum[::-1]), "max_voxels": self.window_range.max_voxels,
                     "trained": self.organs.window_range is not None},
-                "min_component_side": self.min_component_side, "tile_min_overlap": self.tile_min_overlap,
+                "min_component_side": s.min_component_side, "tile_min_overlap": s.tile_min_overlap,
                 "roi_subset": [self.model_label_names[i] for i in self.roi_subset] if self.roi_subset else None,
                 "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
                 "labels": {str(i): name for i, name in self.label_names.items()}}

@@ -11,7 +11,7 @@ from nnunetv2_flare.inference.geometry import Box
 from nnunetv2_flare.inference.inputs.nifti_transforms import NiftiTransforms
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CascadeResult:
     labels: sitk.Image
     crop_box: Box
