@@ -323,3 +323,13 @@ def test_a_tile_of_the_wrong_shape_is_refused() -> None:
         sliding_window_labels(volume, (8, 8, 8), Batched(), lambda start: None, progress=False)
     with pytest.raises(RuntimeError, match="class scores of shape"):
         sliding_window_scores(volume, (8, 8, 8), Batched(), lambda start: None, progress=False)
+
+
+def test_ct_normalization_is_nnunets() -> None:
+    """The cascade's CTNormalization (kept because the container runs without nnU-Net) gives nnU-Net's values."""
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization as NnUNets
+
+    props = {"percentile_00_5": -950.0, "percentile_99_5": 1300.0, "mean": 42.5, "std": 180.0}
+    x = np.random.default_rng(0).uniform(-2000, 3000, (7, 9, 11)).astype(np.float32)
+    expected = NnUNets(use_mask_for_norm=False, intensityproperties=props).run(x.copy())
+    np.testing.assert_array_equal(CTNormalization.from_intensity_properties(props)(x.copy()), expected)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -273,20 +272,14 @@ def label_agreement(a: Path, b: Path) -> float:
 # ---------------------------------------------------------------------------------------------- parent
 def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None
           ) -> tuple[float, float, float, str]:
-    """Wall seconds, peak RSS (GB, from wait4), CPU seconds (user + system: a busy shared machine inflates wall time,
-    CPU time much less) of the command's process, and its output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8", env=env)
-    out_lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        out_lines.append(line)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]}... failed ({proc.returncode}):\n{''.join(out_lines[-30:])}")
-    return wall, usage.ru_maxrss / 1024 ** 2, usage.ru_utime + usage.ru_stime, "".join(out_lines)
+    """Wall seconds, peak RSS (GiB), CPU seconds (user + system: a busy shared machine inflates wall time, CPU time
+    much less) of the command's process (measure.py), and its output."""
+    from measure import run_measured_output
+
+    code, wall, cpu, peak_bytes, output = run_measured_output(cmd, env, timeout)
+    if code != 0:
+        raise RuntimeError(f"{cmd[:3]}... failed ({code}):\n{''.join(output.splitlines(keepends=True)[-30:])}")
+    return wall, peak_bytes / 1024 ** 3, cpu, output
 
 
 def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, threads: int

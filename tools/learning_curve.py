@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from nnunetv2_flare.evaluation.metrics import dice
+from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels
+from nnunetv2_flare.inference.models.backends.torch import NetworkModel
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.networks.building_blocks.helpers import init_weights
 from nnunetv2_flare.training.demo_trainers import DEMO_ORGAN_LR
@@ -108,23 +109,16 @@ def scaled_targets(target: torch.Tensor, outputs: list[torch.Tensor]) -> list[to
 @torch.no_grad()
 def held_out_dsc(network: torch.nn.Module, cases: list[tuple[np.ndarray, np.ndarray]], patch: tuple[int, ...]
                  ) -> np.ndarray:
-    """Per-organ DSC averaged over the cases: sliding window with half-patch steps, averaged probabilities."""
-    network.eval()
+    """Per-organ DSC averaged over the cases: the cascade's sliding window (sliding_window.py) with tiles overlapping
+    by at least half a patch, each voxel labelled by the tile whose centre is nearest."""
     network.decoder.deep_supervision = False
+    model = NetworkModel(network)  # evaluation mode
     per_case = []
     for image, seg in cases:
         pad = [(0, max(0, p - n)) for n, p in zip(image.shape, patch)]
-        volume = np.pad(image, pad, constant_values=float(image.min()))
-        starts = [sorted({int(round(k * (n - p) / max(1, math.ceil((n - p) / (p / 2)))))
-                          for k in range(math.ceil((n - p) / (p / 2)) + 1)}) for n, p in zip(volume.shape, patch)]
-        probabilities = torch.zeros((NUM_CLASSES, *volume.shape))
-        for z in starts[0]:
-            for y in starts[1]:
-                for x in starts[2]:
-                    window = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
-                    logits = network(torch.from_numpy(volume[window])[None, None])
-                    probabilities[(slice(None), *window)] += logits[0].softmax(0)
-        labels = probabilities.argmax(0).numpy()[tuple(slice(0, n) for n in image.shape)]
+        volume = np.pad(image, pad, constant_values=float(image.min())).astype(np.float32)
+        labels = sliding_window_labels(volume, patch, model, lambda start: None, min_overlap=0.5,
+                                       progress=False)[tuple(slice(0, n) for n in image.shape)]
         per_case.append([dice(seg == c, labels == c) for c in FLARE_ORGANS])
     network.decoder.deep_supervision = True
     network.train()

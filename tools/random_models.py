@@ -16,6 +16,7 @@ from nnunetv2_flare import names
 from nnunetv2_flare.atomic_io import atomic_path, write_json_atomic
 from nnunetv2_flare.inference.models.loading import fold_folder_name
 from nnunetv2_flare.labels import dataset_json_labels
+from nnunetv2_flare.planning.templates import cascade_sizes
 from nnunetv2_flare.window_shapes import WindowRange
 
 # CT foreground statistics of a typical abdominal dataset (used only for normalization of random models)
@@ -84,9 +85,9 @@ def write_random_model_folder(folder: str | os.PathLike, dataset_name: str, conf
 
 
 def write_random_cascade(results_folder: str | os.PathLike, dataset_name: str = "Dataset220_FLARE",
-                         tiny: bool = True, locator_size: Sequence[int] = (128, 128, 128),
-                         organ_patch_size: Sequence[int] = (96, 96, 96),
-                         organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), fold: str | int = "all",
+                         tiny: bool = True, locator_size: Sequence[int] | None = None,
+                         organ_patch_size: Sequence[int] | None = None,
+                         organ_spacing: Sequence[float] | None = None, fold: str | int = "all",
                          organ_configuration: str = names.ORGAN_CONFIGURATION,
                          transpose_forward: Sequence[int] = (0, 1, 2), seed_offset: int = 0,
                          labels: dict[str, int] | None = None,
@@ -94,7 +95,9 @@ def write_random_cascade(results_folder: str | os.PathLike, dataset_name: str = 
     """Locator and organ folders under `<results_folder>/<dataset_name>/`; tiny=False: the paper's networks.
     Calling it again with another `fold` (and `seed_offset`, so the folds differ) adds that fold. `labels`: the
     organ model's dataset.json labels (default: the 13 FLARE organs). `organ_window_range`: the organ checkpoint
-    says it was trained for these windows (window_shapes.py)."""
+    says it was trained for these windows (window_shapes.py). Sizes and spacing not given are the paper's
+    (FlarePlans' template)."""
+    locator_size, organ_patch_size, organ_spacing = cascade_sizes(locator_size, organ_patch_size, organ_spacing)
     base = Path(results_folder) / dataset_name
     locator = write_random_model_folder(
         base / f"{names.LOCATOR_TRAINER}__{names.PLANS}__{names.LOCATOR_CONFIGURATION}", dataset_name,

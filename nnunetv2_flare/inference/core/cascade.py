@@ -75,6 +75,7 @@ from nnunetv2_flare.inference.models.loading import CTNormalization, Phase, load
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
 from nnunetv2_flare.names import MODEL_ORIENTATION, WINDOW_MODES
+from nnunetv2_flare.planning.templates import cascade_sizes
 from nnunetv2_flare.window_shapes import WindowRange, fitted_window
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs (backends/torch.py)
@@ -197,12 +198,15 @@ class Cascade:
     @classmethod
     def from_networks(cls, locator: nn.Module | SegmentationModel, organs: nn.Module | SegmentationModel,
                       locator_normalization: CTNormalization, organ_normalization: CTNormalization,
-                      locator_size: Sequence[int] = (128, 128, 128), organ_patch_size: Sequence[int] = (96, 96, 96),
-                      organ_spacing: Sequence[float] = (2.0, 1.5, 1.5), device: str = "cpu",
+                      locator_size: Sequence[int] | None = None, organ_patch_size: Sequence[int] | None = None,
+                      organ_spacing: Sequence[float] | None = None, device: str = "cpu",
                       settings: CascadeSettings | None = None) -> Cascade:
         """Networks (nn.Modules, array order, logits out) or any `x, grid -> labels` callables on NumPy arrays
-        (see SegmentationModel), e.g. oracles in tests."""
+        (see SegmentationModel), e.g. oracles in tests. Sizes and spacing not given are the paper's (FlarePlans'
+        template)."""
         from torch import nn
+
+        locator_size, organ_patch_size, organ_spacing = cascade_sizes(locator_size, organ_patch_size, organ_spacing)
 
         def wrap(m):
             return NetworkModel(m, device=device) if isinstance(m, nn.Module) else m

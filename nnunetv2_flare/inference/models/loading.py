@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class CTNormalization:
     """nnU-Net's CTNormalization: clip to the dataset's foreground 0.5 / 99.5 percentiles, z-score with its
-    foreground mean and std."""
+    foreground mean and std.
+
+    Not nnU-Net's own class (`nnunetv2.preprocessing.normalization.default_normalization_schemes.CTNormalization`):
+    the challenge container's runtime stage installs neither nnU-Net nor PyTorch (docker/Dockerfile), and the
+    prediction runs there. tests/test_cascade_units.py checks that both give the same values."""
     lower: float
     upper: float
     mean: float
