@@ -125,16 +125,19 @@ def _windows(predictor: FlareCascadePredictor) -> list[dict]:
 @pytest.mark.slow
 def test_window_choice_follows_the_checkpoint(any_window_cascade, random_cascade) -> None:
     locator, organs = any_window_cascade
-    fitted = FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="torch"), CascadeSettings(progress=False))
+    fitted = FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend="torch"), CascadeSettings(progress=False))
     assert fitted.settings()["window"] == "fitted" and fitted.settings()["window_range"]["trained"]
     windows = _windows(fitted)
     assert len(windows) == 1 and windows[0]["shape_xyz"] != list(SMALL_CASCADE["organ_patch_size"])
-    tiles = FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="torch"), CascadeSettings(progress=False, window="tiles"))
+    tiles = FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend="torch"), CascadeSettings(progress=False, window="tiles"))
     assert _windows(tiles)[0]["shape_xyz"] == list(SMALL_CASCADE["organ_patch_size"])
     fixed_locator, fixed_organs = random_cascade  # no window range in its checkpoint
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tiles: no warning
-        fixed = FlareCascadePredictor.from_folders(fixed_locator, fixed_organs, ModelSettings(backend="torch"), CascadeSettings(progress=False))
+        fixed = FlareCascadePredictor.from_folders(fixed_locator, fixed_organs,
+            ModelSettings(backend="torch"), CascadeSettings(progress=False))
     assert fixed.settings()["window"] == "tiles"
 
 
@@ -142,13 +145,15 @@ def test_window_choice_follows_the_checkpoint(any_window_cascade, random_cascade
 def test_forcing_fitted_windows_on_a_fixed_patch_model_warns_once(random_cascade) -> None:
     locator, organs = random_cascade
     with pytest.warns(UserWarning, match="trained on its patch alone") as caught:
-        predictor = FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="torch"), CascadeSettings(progress=False, window="fitted"))
+        predictor = FlareCascadePredictor.from_folders(locator, organs,
+            ModelSettings(backend="torch"), CascadeSettings(progress=False, window="fitted"))
         _windows(predictor)
         _windows(predictor)
     assert len([w for w in caught if "patch alone" in str(w.message)]) == 1
     assert predictor.settings()["window"] == "fitted" and not predictor.settings()["window_range"]["trained"]
     with pytest.raises(ValueError, match="window must be one of"):
-        FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="torch"), CascadeSettings(progress=False, window="whole"))
+        FlareCascadePredictor.from_folders(locator, organs,
+            ModelSettings(backend="torch"), CascadeSettings(progress=False, window="whole"))
 
 
 @pytest.mark.slow
@@ -156,14 +161,16 @@ def test_openvino_runs_fitted_windows_like_torch(any_window_cascade, tmp_path, m
     monkeypatch.setenv("NNUNETV2_FLARE_CACHE", str(tmp_path / "cache"))
     locator, organs = any_window_cascade
     image, _ = make_phantom(3, "tiny", fov="abdomen")
-    runs = {b: FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend=b), CascadeSettings(progress=False)).run(image) for b in ("torch", "openvino")}
+    runs = {b: FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend=b), CascadeSettings(progress=False)).run(image) for b in ("torch", "openvino")}
     assert runs["torch"].windows == runs["openvino"].windows
     import SimpleITK as sitk
 
     from nnunetv2_flare.evaluation.metrics import foreground_agreement
     same, total = foreground_agreement(*(sitk.GetArrayFromImage(r.labels) for r in runs.values()))
     assert total > 0 and same / total >= 0.99
-    model = FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="openvino"), CascadeSettings(progress=False)).organs.model
+    model = FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend="openvino"), CascadeSettings(progress=False)).organs.model
     assert model.trained_window == SMALL_RANGE.to_dict()  # carried through the converted model's cache
     with pytest.raises(ValueError, match="multiples of 16"):
         model(np.zeros((1, 1, 40, 32, 32), np.float32))

@@ -1,4 +1,4 @@
-"""Batches lose nothing (issue 7): output folder checked up front, a full disk fails one case cleanly, two processes
+"""Batches lose nothing: output folder checked up front, a full disk fails one case cleanly, two processes
 share an output folder, Ctrl-C leaves only complete files and a rerun finishes the rest. Real CLI subprocesses on
 tiny random-weight model folders."""
 from __future__ import annotations
@@ -117,8 +117,8 @@ def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
                  "--report", str(tmp_path / "r.json")]
     # a shell that runs the suite in the background (nohup, `&`) ignores SIGINT, and a child would inherit that;
     # a user at a terminal has the default disposition, so the command is started with it
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env_with_threads(),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                            env=env_with_threads(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not (out.is_dir() and any(p.name.endswith(".nii.gz") and not p.name.startswith(".")
                                                                 for p in out.iterdir())):

@@ -77,7 +77,7 @@ def test_cli_predicts_folder_with_nnunet_names_geometry_and_report(results, case
 
 @pytest.mark.slow
 def test_existing_outputs_are_kept_only_for_the_same_request_unless_overwrite(results, cases, tmp_path):
-    """Issue 36 changed this: a file at an output's name that records no request of this command (here a 2^3
+    """A file at an output's name that records no request of this command (here a 2^3
     marker) is neither kept nor replaced without --overwrite; it used to be kept by its name alone."""
     out = tmp_path / "pred"
     out.mkdir()

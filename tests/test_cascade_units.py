@@ -281,12 +281,12 @@ class _Logits:
 
 def test_shifted_input_comes_back_in_place() -> None:
     """A model that works voxel by voxel gives the same logits shifted or not, but for the repeated last voxels."""
-    from nnunetv2_flare.inference.models.ensemble import PHASE_SHIFTS, Shifted
+    from nnunetv2_flare.inference.models.ensemble import SHIFT_TTA_OFFSETS, Shifted
 
     x = np.random.default_rng(0).normal(size=(1, 1, 6, 7, 8)).astype(np.float32)
     pointwise = _Logits(lambda v: v * v)
-    assert len(set(PHASE_SHIFTS)) == 8 and (0, 0, 0) in PHASE_SHIFTS
-    for shift in PHASE_SHIFTS:
+    assert len(set(SHIFT_TTA_OFFSETS)) == 8 and (0, 0, 0) in SHIFT_TTA_OFFSETS
+    for shift in SHIFT_TTA_OFFSETS:
         out = Shifted(pointwise, shift).logits(x)
         assert out.shape == (2, 6, 7, 8)
         kept = tuple(slice(0, n - s) for n, s in zip(x.shape[2:], shift))

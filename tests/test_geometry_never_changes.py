@@ -1,4 +1,4 @@
-"""Issue 36: geometry never changes silently. A DICOM series whose slice positions are not evenly spaced is refused
+"""Geometry never changes silently. A DICOM series whose slice positions are not evenly spaced is refused
 (its positions decide, not its slice count); a NIfTI whose sform and qform disagree is read with the transform the
 models' reader takes, with a warning naming it, and its labels carry the input's two transforms. Array "networks"
 (unusual_inputs.py): milliseconds a case."""
@@ -28,7 +28,8 @@ def _quiet_itk():
 
 # ------------------------------------------------------------------------------------------------ DICOM slices
 @pytest.mark.real_data
-@pytest.mark.parametrize("removed, gaps", [((8, 9, 10, 11, 12, 13), "2, 14 mm"), ((3, 9, 10, 11, 12, 13), "2, 4, 12 mm")])
+@pytest.mark.parametrize("removed, gaps", [((8, 9, 10, 11, 12, 13), "2, 14 mm"),
+                                           ((3, 9, 10, 11, 12, 13), "2, 4, 12 mm")])
 def test_real_series_with_missing_slices_is_refused(tmp_path, removed, gaps):
     """6 of the 20 slices (2 mm apart) of the TotalSegmentator DICOM example gone (linked copies in tmp_path)."""
     z = np.array([2.0 * k for k in range(20) if k not in removed])

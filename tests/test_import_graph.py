@@ -67,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_the_imports():
     graph = import_graph(package_modules())
     assert "nnunetv2_flare.inference.models.backends.openvino" in graph["nnunetv2_flare.inference.models.loading"]
-    assert "nnunetv2_flare.names" in graph["nnunetv2_flare.inference.core.cascade"]
+    assert "nnunetv2_flare.names" in graph["nnunetv2_flare.inference.core.settings"]
     assert "nnunetv2_flare.inference.core.result" in graph["nnunetv2_flare.inference.outputs.case_outputs"]  # typing
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 

@@ -196,7 +196,8 @@ def test_a_prediction_on_openvino_never_imports_torch(models, tmp_path) -> None:
     image, _ = make_phantom(3, "tiny", fov="abdomen")
     sitk.WriteImage(image, str(tmp_path / "case_0000.nii.gz"))
     # converts and caches both models
-    FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="openvino"), CascadeSettings(progress=False))
+    FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="openvino"),
+                                       CascadeSettings(progress=False))
     script = (
         "import sys\n"
         "from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings\n"

@@ -1,4 +1,4 @@
-"""Issue 36: nothing overwritten, nothing stale, nothing misplaced. A command writes only over files it wrote for that
+"""Nothing overwritten, nothing stale, nothing misplaced. A command writes only over files it wrote for that
 purpose; an existing label file is kept only where it was made for the same request (input bytes, models,
 options), and its companion files go with it; -o takes the documented formats; every part writes its report; the
 API reads what the CLI reads. Mostly through the Python API with array "networks" (milliseconds a case); the CLI

@@ -1,4 +1,4 @@
-"""nnUNetv2_flare_predict's nnU-Net and TotalSegmentator options (issue 17), through the CLI on the real CTs of
+"""nnUNetv2_flare_predict's nnU-Net and TotalSegmentator options, through the CLI on the real CTs of
 ../shared/data/real with tiny random-weight model folders (several folds). One module-scoped model set and input
 folder are shared by all tests; OpenVINO converts each model once (cached in the model folders)."""
 from __future__ import annotations
@@ -195,7 +195,8 @@ def test_step_size_overlaps_tiles_and_tta_flags(models, tmp_path, capsys):
     assert reports["step_half"]["settings"]["tile_min_overlap"] == 0.5
     assert reports["tta"]["settings"]["tta"] is True and reports["default"]["settings"]["tta"] is False
     assert (labels["tta"] != labels["default"]).any()  # 8 mirrored passes averaged: another answer
-    assert reports["shift_tta"]["settings"]["shift_tta"] is True and reports["default"]["settings"]["shift_tta"] is False
+    assert reports["shift_tta"]["settings"]["shift_tta"] is True and \
+        reports["default"]["settings"]["shift_tta"] is False
     assert reports["shift_tta"]["settings"]["tta"] is False
     assert (labels["shift_tta"] != labels["default"]).any()  # 8 shifted passes averaged: another answer
     help_text = build_parser().format_help()
@@ -404,7 +405,8 @@ def test_python_api_takes_paths_sitk_nibabel_and_numpy(models):
 
     from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
     predictor = FlareCascadePredictor.from_folders(models["locator"], models["organs"],
-                                                   ModelSettings(backend="torch", threads=1), CascadeSettings(progress=False))
+                                                   ModelSettings(backend="torch", threads=1),
+                                                   CascadeSettings(progress=False))
     path = real_data("totalsegmentator/example_ct_sm.nii.gz")
     image = sitk.ReadImage(str(path))
     reference = sitk.GetArrayFromImage(predictor.predict(path))

@@ -245,7 +245,8 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
         else:
             from nnunetv2_flare.inference.models.backends.openvino import compile_config, compile_on_cpu
             request = compile_on_cpu(str(logits_ir(m2)), compile_config(precision, threads)).create_infer_request()
-            logits = (lambda request=request, x=x: request.infer({0: x}))
+            def logits(request=request, x=x):
+                return request.infer({0: x})
         runners[f"{setting} logits"] = logits
         runners[f"{setting} labels"] = (lambda m=phase.model, x=x: m(x, None))
         for key in (f"{setting} logits", f"{setting} labels"):
@@ -302,7 +303,7 @@ def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, th
     cmd = [sys.executable, "-c", code, "nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", dataset,
            "-c", "3d_fullres", "-f", "all", "--disable_tta", "-device", "cpu", "-npp", "1", "-nps", "1"]
     _, _, _, text = timed(cmd, env)
-    line = [l for l in text.splitlines() if l.startswith("WALL")][-1].split()
+    line = [line for line in text.splitlines() if line.startswith("WALL")][-1].split()
     return float(line[1]), float(line[3]) / 1024 ** 2, float(line[5])
 
 
@@ -382,7 +383,7 @@ def main() -> None:
                                  *map(str, args.box_mm), "--backend", backend, "--window", window,
                                  "--warm", str(args.warm), "--launched", repr(time.time()),
                                  "--_case", str(m1), str(m2), str(path), str(out)])
-        report = json.loads([l for l in text.splitlines() if l.startswith("RESULT ")][-1][7:])
+        report = json.loads([line for line in text.splitlines() if line.startswith("RESULT ")][-1][7:])
         # with --warm the process also ran the warm repeats: its CPU time is then not one case's
         case_cpu = cpu if args.warm == 0 else None
         row = {"case": label, "backend": backend, "window": window, "wall_s": report["cold_s"],

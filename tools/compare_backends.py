@@ -23,23 +23,23 @@ from nnunetv2_flare.atomic_io import write_image_atomic
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
 from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+from nnunetv2_flare.inference.core.settings import RESTORE_MODES
 from nnunetv2_flare.inference.inputs.reading import list_cases
 from nnunetv2_flare.inference.models.backends import argmax_labels
-from nnunetv2_flare.names import RESTORE_MODES
 
 
 def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
     from nnunetv2_flare.demo import (
         DEMO_CONFIGURATION,
         DEMO_LOCATOR_CONFIGURATION,
-        LOCATOR_TRAINER,
-        ORGAN_TRAINER,
+        DEMO_LOCATOR_TRAINER,
+        DEMO_ORGAN_TRAINER,
         PLANS,
     )
     results = next((demo / "nnUNet_results").glob("Dataset*"))
     raw = demo / "nnUNet_raw" / results.name
-    return (results / f"{LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}",
-            results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", raw / "imagesTs", raw / "labelsTs")
+    return (results / f"{DEMO_LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}",
+            results / f"{DEMO_ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", raw / "imagesTs", raw / "labelsTs")
 
 
 class Bf16Emulation:

@@ -2,13 +2,14 @@
 PlainConvUNet of similar size, on the same preprocessed phantoms, the same sampling, loss and optimiser.
 
     nnUNetv2_flare_demo -o flare_demo            # (or any run that preprocessed flare_organs_demo)
-    python tools/learning_curve.py --data flare_demo/nnUNet_preprocessed/Dataset900_FlarePhantoms/FlarePlans_flare_organs_demo \
+    python tools/learning_curve.py \
+        --data flare_demo/nnUNet_preprocessed/Dataset900_FlarePhantoms/FlarePlans_flare_organs_demo \
         --iterations 1500 --eval_every 250 -o docs/learning_curve
 
 The loop is the demo trainer's recipe without nnU-Net's trainer around it (so that both networks are timed the same
 way): patches of the demo's size from the preprocessed cases held in memory, 5 of 6 centred on a random organ (of a
-random class: nnU-Net's oversampling), nnU-Net's own Dice + cross-entropy loss and deep-supervision weights, AdamW with a
-linear warm-up and cosine annealing, no augmentation. The last `--test` cases are held out. DSC is FLARE's (an organ
+random class: nnU-Net's oversampling), nnU-Net's own Dice + cross-entropy loss and deep-supervision weights, AdamW with
+a linear warm-up and cosine annealing, no augmentation. The last `--test` cases are held out. DSC is FLARE's (an organ
 absent from both scores 1) on the preprocessed grid of the held-out cases (cropped to their labelled foreground),
 averaged over the 13 organs; the demo itself scores the whole cascade on the original grid. CPU seconds are the
 process's CPU time spent in training steps (evaluation excluded). Writes OUT.json, OUT.md (a table) and OUT.png.
@@ -102,7 +103,8 @@ def nnunet_loss(num_outputs: int) -> torch.nn.Module:
 
 
 def scaled_targets(target: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The label patch at each output's resolution (nearest neighbour), shaped (b, 1, ...) as nnU-Net's loss takes it."""
+    """The label patch at each output's resolution (nearest neighbour), shaped (b, 1, ...) as nnU-Net's loss takes
+    it."""
     return [F.interpolate(target[:, None].float(), size=o.shape[2:], mode="nearest") for o in outputs]
 
 
@@ -153,7 +155,8 @@ def learning_curve(name: str, train: list, test: list, args: argparse.Namespace)
         if iteration % args.eval_every == 0 or iteration == args.iterations:
             organs = held_out_dsc(network, test, tuple(args.patch))
             points.append({"network": name, "iteration": iteration, "cpu_seconds": round(cpu_seconds, 1),
-                           "wall_seconds": round(wall_seconds, 1), "loss": loss.item(), "mean_DSC": float(organs.mean()),
+                           "wall_seconds": round(wall_seconds, 1), "loss": loss.item(),
+                           "mean_DSC": float(organs.mean()),
                            "DSC": {FLARE_ORGANS[c]: float(v) for c, v in zip(FLARE_ORGANS, organs)}})
             print(f"{name:>6} it {iteration:>5}  cpu {cpu_seconds:>7.0f} s  loss {loss.item():.3f}  "
                   f"held-out mean DSC {organs.mean():.3f}", flush=True)
@@ -166,9 +169,11 @@ def write_outputs(points: list[dict], args: argparse.Namespace, output: Path) ->
     import matplotlib.pyplot as plt
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    output.with_suffix(".json").write_text(json.dumps({"settings": vars(args) | {"data": str(args.data), "o": str(args.o)},
-                                                       "machine": machine, "points": points}, indent=1))
+    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}")
+    settings = vars(args) | {"data": str(args.data), "o": str(args.o)}
+    output.with_suffix(".json").write_text(json.dumps({"settings": settings, "machine": machine, "points": points},
+                                                      indent=1))
     lines = ["| network | iterations | CPU s | wall s | held-out mean DSC |", "|---|---|---|---|---|"]
     lines += [f"| {p['network']} | {p['iteration']} | {p['cpu_seconds']:.0f} | {p['wall_seconds']:.0f} | "
               f"{p['mean_DSC']:.3f} |" for p in points]

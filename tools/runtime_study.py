@@ -125,9 +125,9 @@ def other_runtimes(core, organs: Path, threads: int, repeats: int, which: list[s
 def accuracy(core, demo: Path, threads: int, n_calibration: int, n_held_out: int) -> None:
     import json
 
-    from nnunetv2_flare.demo import DEMO_CONFIGURATION, ORGAN_TRAINER, PLANS
+    from nnunetv2_flare.demo import DEMO_CONFIGURATION, DEMO_ORGAN_TRAINER, PLANS
     results = next((demo / "nnUNet_results").glob("Dataset*"))
-    organs = results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}"
+    organs = results / f"{DEMO_ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}"
     plans = json.loads((organs / "plans.json").read_text())
     config = plans["configurations"][DEMO_CONFIGURATION]
     folder = demo / "nnUNet_preprocessed" / results.name / config["data_identifier"]

@@ -225,8 +225,8 @@ def evaluate_case(ref_arr: np.ndarray, pred_arr: np.ndarray, spacing: Sequence[f
                          "be on the reference's grid (nnUNetv2_flare_predict writes it on the input's grid)")
     if ref_arr.ndim != 3 or len(spacing) != 3:
         raise ValueError(f"need 3-d label maps and 3 spacings, got shape {ref_arr.shape} and spacing {tuple(spacing)}")
-    labels = sorted(FLARE_ORGANS) if labels is None else [int(l) for l in labels]
-    unknown = [l for l in labels if l not in NSD_TOLERANCE_MM]
+    labels = sorted(FLARE_ORGANS) if labels is None else [int(label) for label in labels]
+    unknown = [label for label in labels if label not in NSD_TOLERANCE_MM]
     if unknown:
         raise ValueError(f"labels {unknown} are not FLARE organs; choose from {sorted(FLARE_ORGANS)}")
     spacing = tuple(float(s) for s in spacing)

@@ -12,7 +12,8 @@ Map (each layer imports only from the layers listed after it; tests/test_import_
 - `outputs/`: the files of one case: `case_outputs.py` (where they go; companion files), `dicom_seg.py`,
   `preview.py`, `label_colors.py`.
 - `core/`: one case, in memory: `cascade.py` (`Cascade`: locate, crop, segment, restore), `settings.py`
-  (`ModelSettings`, `CascadeSettings`), `result.py` (`CascadeResult`), `sliding_window.py`, `box_following.py`, `postprocessing.py`, `organ_statistics.py`.
+  (`ModelSettings`, `CascadeSettings`), `result.py` (`CascadeResult`), `sliding_window.py`, `box_following.py`,
+  `postprocessing.py`, `organ_statistics.py`.
 - `models/`: the networks: `loading.py` (a phase from an nnU-Net results folder), `ensemble.py` (folds, TTA),
   `digests.py` (what identifies a model), `backends/` (PyTorch, OpenVINO).
 - `inputs/`: one CT before the networks: `reading.py` (files, DICOM series, case names), `checks.py` (refuse or

@@ -85,7 +85,7 @@ def require_flare_labels(dataset_json: dict, dataset_name: str) -> None:
                          f"nnunetv2_flare.labels.dataset_json_labels().")
 
 
-def check_dataset(dataset_id: int) -> str:
+def check_raw_dataset(dataset_id: int) -> str:
     """All checks of one dataset; returns its name (Dataset<id>_<name>)."""
     from nnunetv2_flare.planning.flare_planner import require_single_ct_channel
 

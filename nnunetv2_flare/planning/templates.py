@@ -27,4 +27,5 @@ def cascade_sizes(locator_size: Sequence[int] | None = None, organ_patch_size: S
     configurations = load_plans_template()["configurations"]
     organs = configurations[ORGAN_CONFIGURATION]
     return (tuple(locator_size or configurations[LOCATOR_CONFIGURATION]["patch_size"]),
-            tuple(organ_patch_size or organs["patch_size"]), tuple(float(s) for s in organ_spacing or organs["spacing"]))
+            tuple(organ_patch_size or organs["patch_size"]),
+            tuple(float(s) for s in organ_spacing or organs["spacing"]))

@@ -1,6 +1,6 @@
 """The model a pseudo-label round is given, checked before anything is read or written: the files prediction needs
-(`inference.models.loading.read_model_folder`, as `nnUNetv2_flare_predict` reads them), the organ role (not the locator), the
-dataset's labels and its CT channel. Each refusal is one line (exit 2)."""
+(`inference.models.loading.read_model_folder`, as `nnUNetv2_flare_predict` reads them), the organ role (not the
+locator), the dataset's labels and its CT channel. Each refusal is one line (exit 2)."""
 from __future__ import annotations
 
 import os

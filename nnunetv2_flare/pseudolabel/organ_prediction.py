@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_flare.inference.core.settings import CASCADE_MARGIN_MM
 from nnunetv2_flare.inference.geometry import Box
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT
+from nnunetv2_flare.names import CHECKPOINT
 
 # image, box (array order) -> labels of the box region, shape box.shape
 OrganPredictor = Callable[[sitk.Image, Box], np.ndarray]

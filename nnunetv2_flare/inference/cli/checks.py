@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from nnunetv2_flare.errors import UsageError
-from nnunetv2_flare.names import MODEL_ORIENTATION
+from nnunetv2_flare.inference.core.settings import MODEL_ORIENTATION
 
 if TYPE_CHECKING:
     from nnunetv2_flare.inference.batch.plan import BatchPlan

@@ -12,18 +12,20 @@ from nnunetv2_flare.inference.cli.checks import (
     dataset_name_or_id,
     orientation_option,
 )
-from nnunetv2_flare.names import (
+from nnunetv2_flare.inference.core.settings import (
     CASCADE_MARGIN_MM,
-    CHECKPOINT,
     FOLLOW_ORGANS_ROUNDS,
+    MODEL_ORIENTATION,
+    RESTORE_MODES,
+    WINDOW_MODES,
+)
+from nnunetv2_flare.names import (
+    CHECKPOINT,
     LOCATOR_CONFIGURATION,
     LOCATOR_TRAINER,
-    MODEL_ORIENTATION,
     ORGAN_CONFIGURATION,
     ORGAN_TRAINER,
     PLANS,
-    RESTORE_MODES,
-    WINDOW_MODES,
 )
 
 PROG = "nnUNetv2_flare_predict"
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder: one <case>.nii.gz (uint8) per case; or, for a single input case, the label "
                         "file itself (e.g. -o seg.nii.gz; .nii.gz .nii .mha .nrrd). An existing label file is kept "
                         "only if it was made for the same request (input bytes, models, options)")
-    p.add_argument("-d", metavar="DATASET", type=dataset_name_or_id, help="dataset name or id, e.g. 220; models under $nnUNet_results")
+    p.add_argument("-d", metavar="DATASET", type=dataset_name_or_id,
+                   help="dataset name or id, e.g. 220; models under $nnUNet_results")
     p.add_argument("-f", nargs="+", default=["all"], metavar="FOLD",
                    help="fold(s): all (default), one fold, or several (e.g. -f 0 1 2 3 4): an ensemble that averages "
                         "the folds' class probabilities per tile in both phases (each extra fold costs one more "

@@ -49,7 +49,7 @@ from nnunetv2_flare.inference.core.postprocessing import (
     remove_small_components,
 )
 from nnunetv2_flare.inference.core.result import CascadeResult
-from nnunetv2_flare.inference.core.settings import CascadeSettings, ModelSettings
+from nnunetv2_flare.inference.core.settings import MODEL_ORIENTATION, WINDOW_MODES, CascadeSettings, ModelSettings
 from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels, sliding_window_scores, tile_count
 from nnunetv2_flare.inference.geometry import (
     SLAB_SLICES,
@@ -74,7 +74,6 @@ from nnunetv2_flare.inference.models.ensemble import FoldEnsemble, parse_folds
 from nnunetv2_flare.inference.models.loading import CTNormalization, Phase, load_phase
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import MODEL_ORIENTATION, WINDOW_MODES
 from nnunetv2_flare.planning.templates import cascade_sizes
 from nnunetv2_flare.window_shapes import WindowRange, fitted_window
 
@@ -94,7 +93,7 @@ class _Stopwatch:
 def fitted_window_range(organs: Phase, window: str) -> WindowRange | None:
     """The window range the organ windows are fitted within, or None for tiles of the training patch
     (`CascadeSettings.window`). Fitting windows for a model trained on its patch alone warns once: it
-    was never shown other shapes (docs/performance.md measured it losing 1.3-7.3 DSC points)."""
+    was never shown other shapes, and loses accuracy on them (docs/performance.md)."""
     if window not in WINDOW_MODES:
         raise ValueError(f"window must be one of {', '.join(WINDOW_MODES)}, not {window!r}")
     if window == "tiles" or (window == "auto" and organs.window_range is None):

@@ -1,17 +1,29 @@
 """Every setting of a prediction, in two frozen dataclasses: `ModelSettings`, how the networks are loaded and run
 (nnUNetv2_predict's -f, -chk, -device, plus the runtime), and `CascadeSettings`, how the cascade segments a case.
 The defaults are the paper's method; nnUNetv2_flare_predict's options map onto these fields one to one
-(docs/prediction.md)."""
+(docs/prediction.md). No heavy imports: the command's `-h` reads the choices here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, MODEL_ORIENTATION, RESTORE_MODES, WINDOW_MODES
+from nnunetv2_flare.names import CHECKPOINT
 
 if TYPE_CHECKING:
     import torch
 
+# crop margin, mm per side, around the located abdomen (cascade) or the current label (pseudo-labels)
+CASCADE_MARGIN_MM = 15.0
+# --orientation's default: process each scan in the orientation the models were trained in (their plans' reader)
+MODEL_ORIENTATION = "model"
+# how the organ labels return from the working resolution to the input grid: the labels by nearest neighbour (the
+# paper's way, the fastest) or nnU-Net's way, the class scores interpolated linearly and their argmax taken
+RESTORE_MODES = ("nearest", "linear")
+# --follow_organs without a number: rounds of growing the box where organs reach its faces (box_following.py)
+FOLLOW_ORGANS_ROUNDS = 3
+# the organ network's windows (window_shapes.py): from the checkpoint, tiles of the training patch, or fitted to the
+# crop
+WINDOW_MODES = ("auto", "tiles", "fitted")
 MIN_COMPONENT_SIDE = 20  # voxels of the original grid (docs/method.md: components smaller than 20^3 are removed)
 
 

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_flare.errors import one_line
 from nnunetv2_flare.inference.geometry import Box
 from nnunetv2_flare.inference.inputs.orientation import (
     DEFAULT_ORIENTATION,
@@ -47,12 +48,14 @@ MAX_LABEL_VALUES = 128
 SLAB = 16  # slices per chunk when scanning large float volumes (bounded temporary memory)
 SAMPLE_VOXELS = 2_000_000
 
+NIFTI1_HEADER_BYTES = 348  # a NIfTI-1 header's size, also its first field (sizeof_hdr)
+
 
 class InputRefused(ValueError):
     """A case that cannot be segmented; the message is one line: what was found and what to do."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(one_line(message))
 
 
 def fmt(values) -> str:
@@ -62,10 +65,10 @@ def fmt(values) -> str:
 # ------------------------------------------------------------------------------------------------ files
 def _nifti_expected_bytes(header: bytes) -> int | None:
     """vox_offset + data size from a NIfTI-1 header, or None if this is not one we understand."""
-    if len(header) < 348:
+    if len(header) < NIFTI1_HEADER_BYTES:
         return None
     for endian in "<>":
-        if struct.unpack(endian + "i", header[:4])[0] == 348:
+        if struct.unpack(endian + "i", header[:4])[0] == NIFTI1_HEADER_BYTES:
             dims = struct.unpack(endian + "8h", header[40:56])
             bitpix = struct.unpack(endian + "h", header[72:74])[0]
             vox_offset = struct.unpack(endian + "f", header[108:112])[0]
@@ -103,15 +106,16 @@ def check_file_complete(path: str | os.PathLike) -> None:
     name = path.name.lower()
     if name.endswith(".nii"):
         with open(path, "rb") as f:
-            expected = _nifti_expected_bytes(f.read(348))
+            expected = _nifti_expected_bytes(f.read(NIFTI1_HEADER_BYTES))
         if expected is not None and size < expected:
             raise InputRefused(f"{path.name}: the file is truncated ({size} of {expected} bytes); copy it again.")
     elif name.endswith(".nii.gz"):
         try:
             with gzip.open(path, "rb") as f:
-                expected = _nifti_expected_bytes(f.read(348))
+                expected = _nifti_expected_bytes(f.read(NIFTI1_HEADER_BYTES))
         except (OSError, EOFError):
-            raise InputRefused(f"{path.name}: not a readable gzip file (corrupt or truncated); copy it again.")
+            raise InputRefused(f"{path.name}: not a readable gzip file (corrupt or truncated); "
+                               f"copy it again.") from None
         if expected is None:
             return
         with open(path, "rb") as f:  # fast path: the gzip trailer holds the uncompressed size (mod 2^32)
@@ -142,7 +146,7 @@ def _nifti_header(path: Path) -> bytes:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            return f.read(348)
+            return f.read(NIFTI1_HEADER_BYTES)
     except (OSError, EOFError):
         return b""
 
@@ -155,7 +159,7 @@ def check_nifti_header_spacing(path: str | os.PathLike) -> None:
         return
     header = _nifti_header(path)
     for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+        if len(header) >= NIFTI1_HEADER_BYTES and struct.unpack(endian + "i", header[:4])[0] == NIFTI1_HEADER_BYTES:
             ndim = struct.unpack(endian + "h", header[40:42])[0]
             pixdim = struct.unpack(endian + "3f", header[80:92])[:max(1, min(3, ndim))]
             geometry = struct.unpack(endian + "18f", header[256:328])  # quatern, qoffset, srow_x/y/z
@@ -258,7 +262,7 @@ def _paste_slabs(image: sitk.Image, repair: Callable[[sitk.Image], sitk.Image | 
         image = sitk.Image(image)
     nx, ny, nz = image.GetSize()
     for s in _slabs(nz):
-        # RegionOfInterest, not image[:, :, a:b]: the slicing operator is ~8x slower here
+        # RegionOfInterest, not image[:, :, a:b]: the slicing operator is several times slower here
         repaired = repair(sitk.RegionOfInterest(image, [nx, ny, s.stop - s.start], [0, 0, s.start]))
         if repaired is not None:
             image[:, :, s.start:s.stop] = repaired

@@ -6,9 +6,9 @@ voxel (`Shifted`, the organ network's sampling phases) is one more member.
 A single fold keeps the labels-out contract (SegmentationModel), with OpenVINO's argmax inside the graph; an
 ensemble needs each member's logits instead (LogitsModel), turns them into probabilities (softmax over classes) and
 averages them per tile, so the sliding window and everything after it are unchanged: the ensemble is itself a
-SegmentationModel. nnU-Net averages the folds' logits and applies the softmax after; averaging probabilities is what
-issue 17 asks for (each fold's confidence counts, not its logit scale). Memory: one float32 accumulator of
-C x patch (14 x 96^3: 50 MB) plus one member's logits at a time.
+SegmentationModel. nnU-Net averages the folds' logits and applies the softmax after; averaging probabilities lets each
+fold's confidence count, not its logit scale. Memory: one float32 accumulator of C x patch plus one member's logits
+at a time.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class Mirrored:
 
 
 # the 8 sampling phases of a stride-2 first layer: no shift, or one voxel along each combination of spatial axes
-PHASE_SHIFTS: tuple[tuple[int, int, int], ...] = tuple(itertools.product((0, 1), repeat=3))
+SHIFT_TTA_OFFSETS: tuple[tuple[int, int, int], ...] = tuple(itertools.product((0, 1), repeat=3))
 
 
 class Shifted:

@@ -4,7 +4,7 @@ A phase is a callable model (`x, grid -> labels`, NumPy arrays in the array orde
 cascade needs around it: normalization, patch size and target spacing. Networks are built from the plans
 (`get_network_from_plans`), so the folders only need plans.json, dataset.json and fold_<f>/<checkpoint>.
 torch is imported only where a PyTorch network is built or run: on OpenVINO with cached models a prediction never
-imports it (2 s of a cold start).
+imports it (seconds of a cold start).
 """
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def configuration_of_folder(folder: Path) -> str:
 def resolve_configuration(plans: dict, name: str, visited: tuple[str, ...] = ()) -> dict:
     """A plans configuration with `inherits_from` resolved (nnU-Net's rule: the child's keys override the parent's).
 
-    Read here rather than through nnU-Net's PlansManager, whose import costs ~0.7 s of a single case's latency."""
+    Read here rather than through nnU-Net's PlansManager, whose import would add to a single case's latency (and
+    the container runs without nnU-Net)."""
     configurations = plans.get("configurations", {})
     if name not in configurations:
         raise ValueError(f"configuration {name!r} is not in the plans (it has {sorted(configurations)})")
@@ -196,7 +197,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
     the argmax out of its graph."""
     from nnunetv2_flare.inference.models.ensemble import (
         MIRROR_AXES,
-        PHASE_SHIFTS,
+        SHIFT_TTA_OFFSETS,
         FoldEnsemble,
         Mirrored,
         Shifted,
@@ -229,7 +230,7 @@ def load_phase(model_folder: str | os.PathLike, fold: str | int | Sequence[str |
     if tta:
         members = [Mirrored(m, axes) for m in members for axes in MIRROR_AXES]
     if shift_tta:
-        members = [Shifted(m, shift) for m in members for shift in PHASE_SHIFTS]
+        members = [Shifted(m, shift) for m in members for shift in SHIFT_TTA_OFFSETS]
     return Phase(model=members[0] if labels_out else FoldEnsemble(members),
                  normalization=CTNormalization.from_intensity_properties(
                      plans["foreground_intensity_properties_per_channel"]["0"]),

@@ -1,8 +1,8 @@
 """The OpenVINO backend: both phases' networks on OpenVINO (optional extra: `pip install "nnunetv2-flare[openvino]"`).
 
-On a 2-core AMD EPYC (AVX2) the channels-first inference graph (networks/inference_graph.py), ending in the argmax,
-compiled by OpenVINO takes a 96^3 patch to its labels ~2x as fast as eager PyTorch (tools/benchmark_cascade.py).
-Converting the network takes ~25 s, so the converted model (OpenVINO IR) is cached: next to the checkpoint
+The channels-first inference graph (networks/inference_graph.py), ending in the argmax, compiled by OpenVINO takes a
+patch to its labels faster than eager PyTorch on a CPU (tools/benchmark_cascade.py measures both). Converting the
+network takes tens of seconds, so the converted model (OpenVINO IR) is cached: next to the checkpoint
 (`fold_X/openvino/`) when that folder is writable, else in $NNUNETV2_FLARE_CACHE or ~/.cache/nnunetv2_flare. The
 cache key is the checkpoint's content hash, the patch size, the graph version and the OpenVINO version, so a new
 checkpoint or a new OpenVINO never reuses a stale model. Files are written under temporary names and renamed.
