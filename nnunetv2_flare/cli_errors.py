@@ -1,6 +1,6 @@
 """One error type and one exit path for every console command of the package.
 
-Exit codes (the same for every command, documented in docs/input-handling.md):
+Exit codes (the same for every command, documented in docs/command-errors.md):
 - 0: done;
 - 1: the command ran, but some case of a batch failed (the others were still processed);
 - 2: misuse, refused before any work: one line on stderr, `<command>: <what is wrong>; <the fix>`, no traceback;
