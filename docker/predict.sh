@@ -3,7 +3,7 @@
 #   docker container run --name TEAM --rm -v $PWD/inputs/:/workspace/inputs/ \
 #       -v $PWD/TEAM_outputs/:/workspace/outputs/ TEAM:latest /bin/bash -c "sh predict.sh"
 # and score every <case>.nii.gz in outputs against the reference of <case>_0000.nii.gz in inputs
-# (docs/reproduce-flare24.md says where these conventions come from).
+# (docs/container.md says where these conventions come from).
 # In: CTs <case>_0000.nii.gz in /workspace/inputs. Out: uint8 label maps <case>.nii.gz, the 13 FLARE organs, on each
 # CT's grid, in /workspace/outputs; nothing else is written there. The models are the two nnU-Net model folders in
 # /workspace/models under their own names (<Trainer>__<Plans>__<configuration>: the names say which configuration

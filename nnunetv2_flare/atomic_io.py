@@ -57,7 +57,7 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
 def refuse_to_replace(path: str | os.PathLike, is_ours: Callable[[Any], bool], option: str, kind: str) -> None:
     """A command writes a JSON file (`option` names it, `kind` says what it is) only over nothing or over one of its
     own (`is_ours` of its content): never over a file it did not write for this purpose. UsageError otherwise."""
-    from nnunetv2_flare.cli_errors import UsageError
+    from nnunetv2_flare.errors import UsageError
 
     path = Path(path)
     if not path.exists():

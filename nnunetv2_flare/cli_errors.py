@@ -1,13 +1,13 @@
 """One error type and one exit path for every console command of the package.
 
-Exit codes (the same for every command, documented in docs/input-handling.md):
+Exit codes (the same for every command, documented in docs/command-errors.md):
 - 0: done;
 - 1: the command ran, but some case of a batch failed (the others were still processed);
 - 2: misuse, refused before any work: one line on stderr, `<command>: <what is wrong>; <the fix>`, no traceback;
 - 130: interrupted (Ctrl-C / SIGTERM), after the command's own clean-up.
 
-Commands raise `UsageError` (or return 1 for failed cases); `run_command` turns it into the exit code and the one
-line. Unexpected exceptions (bugs) keep their traceback: hiding those would hide the bug.
+Commands and the library raise `UsageError` (errors.py; or return 1 for failed cases); `run_command` turns it into
+the exit code and the one line. Unexpected exceptions (bugs) keep their traceback: hiding those would hide the bug.
 """
 from __future__ import annotations
 
@@ -15,24 +15,15 @@ import argparse
 import sys
 from typing import Callable, NoReturn
 
+from nnunetv2_flare.errors import UsageError, one_line
+
+__all__ = ["EXIT_FAILED_CASES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "FlareArgumentParser", "UsageError",
+           "run_command"]
+
 EXIT_OK = 0
 EXIT_FAILED_CASES = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class UsageError(ValueError):
-    """Misuse found before any work: the message is one line that names the problem and the fix.
-
-    A ValueError, so callers of the Python API that already catch ValueError keep working."""
-
-    def __init__(self, message: object) -> None:
-        super().__init__(one_line(message))
-
-
-def one_line(message: object) -> str:
-    """Collapse any whitespace (ITK and nnU-Net put line breaks into their messages) into single spaces."""
-    return " ".join(str(message).split())
 
 
 class FlareArgumentParser(argparse.ArgumentParser):

@@ -10,8 +10,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_flare.atomic_io import atomic_write
-from nnunetv2_flare.inference.label_colors import label_colors
-from nnunetv2_flare.inference.preview import default_style, legend_handles, overlay_rgb, slice_centre
+from nnunetv2_flare.inference.outputs.label_colors import label_colors
+from nnunetv2_flare.inference.outputs.preview import default_style, legend_handles, overlay_rgb, slice_centre
 
 
 def render_rows(path: str | os.PathLike, ct: np.ndarray, rows: Mapping[str, np.ndarray],

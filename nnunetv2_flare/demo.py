@@ -40,11 +40,11 @@ from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.comparison_picture import render_comparison
 from nnunetv2_flare.demo_timing import StepSeconds, estimate_seconds, measure_steps
+from nnunetv2_flare.inference.core.settings import FOLLOW_ORGANS_ROUNDS
 from nnunetv2_flare.labels import FLARE_ORGANS
 from nnunetv2_flare.names import (
     BATCH_SIZE_ENV,
     DEADLINE_ENV,
-    FOLLOW_ORGANS_ROUNDS,
     ITERATIONS_ENV,
     LOCATOR_CONFIGURATION,
     MAX_EPOCHS_ENV,
@@ -55,8 +55,8 @@ from nnunetv2_flare.names import (
 
 DEMO_CONFIGURATION = "flare_organs_demo"
 DEMO_LOCATOR_CONFIGURATION = "flare_locator_demo"
-LOCATOR_TRAINER = "nnUNetTrainerFlareLocator_demo"
-ORGAN_TRAINER = "nnUNetTrainerFlareOrgans_demo"
+DEMO_LOCATOR_TRAINER = "nnUNetTrainerFlareLocator_demo"
+DEMO_ORGAN_TRAINER = "nnUNetTrainerFlareOrgans_demo"
 PICTURE = "demo_case.png"  # a held-out case, reference vs prediction, in the output folder
 PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantoms, not clinical data"
 # output lines of the subprocesses worth showing on the terminal (everything goes to the logs)
@@ -197,7 +197,7 @@ def demo_configurations(plans: dict, settings: DemoSettings) -> dict[str, dict]:
     """`flare_locator_demo` (the locator on flare_locator's data) and `flare_organs_demo` (the narrow organ network
     at the demo's spacing and patch size), both without stochastic depth: it regularises long runs; in runs of a few
     hundred or thousand iterations it only slows learning down."""
-    from nnunetv2_flare.inference.model_loading import resolve_configuration
+    from nnunetv2_flare.inference.models.loading import resolve_configuration
     locator = copy.deepcopy(resolve_configuration(plans, LOCATOR_CONFIGURATION)["architecture"])
     locator["arch_kwargs"]["drop_path_rate"] = 0.0
     architecture = copy.deepcopy(resolve_configuration(plans, "flare_organs_narrow")["architecture"])
@@ -223,7 +223,7 @@ def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
 
 def measure_this_machine(settings: DemoSettings) -> StepSeconds:
     """A few timed training steps of the demo's two networks, as its training stages will run them."""
-    from nnunetv2_flare.inference.model_loading import resolve_configuration
+    from nnunetv2_flare.inference.models.loading import resolve_configuration
     from nnunetv2_flare.planning.templates import load_plans_template
     plans = load_plans_template()
     plans["configurations"].update(demo_configurations(plans, settings))
@@ -331,17 +331,17 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
         train_seconds = settings.minutes * 60 - (time.time() - start) - reserve_s
         env[DEADLINE_ENV] = str(time.time() + max(train_seconds, 0) * settings.locator_share)
     env[MAX_EPOCHS_ENV] = str(locator_epochs)
-    run("3_train_locator", train + [DEMO_LOCATOR_CONFIGURATION, "all", "-p", PLANS, "-tr", LOCATOR_TRAINER,
+    run("3_train_locator", train + [DEMO_LOCATOR_CONFIGURATION, "all", "-p", PLANS, "-tr", DEMO_LOCATOR_TRAINER,
                                     "-device", "cpu"], epochs=locator_epochs)
     if settings.minutes:
         env[DEADLINE_ENV] = str(start + settings.minutes * 60 - reserve_s)
     env[MAX_EPOCHS_ENV] = str(organ_epochs)
-    run("4_train_organs", train + [DEMO_CONFIGURATION, "all", "-p", PLANS, "-tr", ORGAN_TRAINER, "-device", "cpu"],
+    run("4_train_organs", train + [DEMO_CONFIGURATION, "all", "-p", PLANS, "-tr", DEMO_ORGAN_TRAINER, "-device", "cpu"],
         epochs=organ_epochs)
 
     report = output_folder / "prediction_report.json"
     run("5_predict", [_command("nnUNetv2_flare_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions),
-                      "-d", did, "-tr1", LOCATOR_TRAINER, "-c1", DEMO_LOCATOR_CONFIGURATION, "-tr2", ORGAN_TRAINER,
+                      "-d", did, "-tr1", DEMO_LOCATOR_TRAINER, "-c1", DEMO_LOCATOR_CONFIGURATION, "-tr2", DEMO_ORGAN_TRAINER,
                       "-c2", DEMO_CONFIGURATION,
                       "-p", PLANS, "--restore", settings.restore,
                       "--follow_organs", str(settings.follow_organs), "--overwrite", "--report", str(report),
@@ -360,8 +360,8 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
                             f"prediction (bottom)")
     results = Path(env["nnUNet_results"]) / dataset_name
     result.training = {
-        "locator": trained_length(results / f"{LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}", settings),
-        "organs": trained_length(results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", settings)}
+        "locator": trained_length(results / f"{DEMO_LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}", settings),
+        "organs": trained_length(results / f"{DEMO_ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", settings)}
 
     write_json_atomic({
         "label": PHANTOM_LABEL,

@@ -1,5 +1,5 @@
 """The names the package shares with nnU-Net and its users, in one place: trainer classes, plans and configuration
-names, the checkpoint file, environment variables and crop margins. No imports: the CLIs' `-h` reads these."""
+names, the checkpoint file and environment variables. No imports: the CLIs' `-h` reads these."""
 
 # trainers (nnunetv2_flare.training; nnU-Net finds them through nnUNet_extTrainer, see trainers/)
 LOCATOR_TRAINER = "nnUNetTrainerFlareLocator"
@@ -26,19 +26,5 @@ LR_ENV = "nnUNetFlare_demo_lr"
 SEED_ENV = "nnUNetFlare_demo_seed"  # the demo trainers' seed (network initialisation, patch sampling)
 THREADS_ENV = "nnUNetFlare_demo_threads"  # the demo trainers' CPU threads (nnUNetv2_train takes every core)
 
-# crop margins (mm per side)
-CASCADE_MARGIN_MM = 15.0  # around the located abdomen (cascade) or the current label (pseudo-labels)
-TRAINING_CROP_MARGIN_MM = 10.0  # around the labelled foreground when preprocessing the organ network's training data
-
-# --orientation's default: process each scan in the orientation the models were trained in (their plans' reader)
-MODEL_ORIENTATION = "model"
-
-# how the organ labels return from the working resolution to the input grid: the labels by nearest neighbour (the
-# paper's way, the fastest) or nnU-Net's way, the class scores interpolated linearly and their argmax taken
-RESTORE_MODES = ("nearest", "linear")
-# --follow_organs without a number: rounds of growing the box where organs reach its faces (box_following.py)
-FOLLOW_ORGANS_ROUNDS = 3
-# the organ network's windows (window_shapes.py): from the checkpoint, tiles of the training patch, or fitted to the
-# crop; and the checkpoint entry in which any-window training records the window shapes it drew from
-WINDOW_MODES = ("auto", "tiles", "fitted")
+# the checkpoint entry in which any-window training records the window shapes it drew from (window_shapes.py)
 WINDOW_CHECKPOINT_KEY = "flare_window"

@@ -47,8 +47,8 @@ class WindowRange:
     def around(cls, patch: Sequence[int], stride: int, batch_size: int, smallest: float = 1 / 3,
                largest: float = 3.0) -> "WindowRange":
         """The range around a nominal patch: per axis `smallest` to `largest` times the patch (multiples of the
-        stride, at least two: the deepest stage then sees more than one voxel), and the voxels of one nominal batch (`batch_size` patches), so a step costs about what the fixed
-        patch's step costs and memory stays bounded."""
+        stride, at least two: the deepest stage then sees more than one voxel), and the voxels of one nominal batch
+        (`batch_size` patches), so a step costs about what the fixed patch's step costs and memory stays bounded."""
         minimum = tuple(max(2 * stride, round_up(int(p * smallest), stride)) for p in patch)
         maximum = tuple(max(lo, round_up(int(p * largest), stride)) for lo, p in zip(minimum, patch))
         return cls(minimum, maximum, int(batch_size * math.prod(patch)), int(stride))

@@ -8,7 +8,9 @@ import cc3d
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_flare.inference.core.settings import CascadeSettings
 from nnunetv2_flare.inference.geometry import VoxelGrid
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared from the repository root
 REAL_DATA = SHARED / "data" / "real"
@@ -149,3 +151,15 @@ def rotation_direction(ax: float, az: float, flip_y: bool = True) -> tuple[float
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     m = rz @ rx @ np.diag([1, -1 if flip_y else 1, 1])
     return tuple(float(v) for v in m.ravel())
+
+
+NETWORK_KEYWORDS = ("locator_size", "organ_patch_size", "organ_spacing", "device")
+
+
+def predictor_from_networks(locator, organs, locator_normalization, organ_normalization,
+                            **options) -> FlareCascadePredictor:
+    """`FlareCascadePredictor.from_networks` with the networks' sizes and spacing as keywords and every other keyword
+    a `CascadeSettings` field."""
+    networks = {k: options.pop(k) for k in NETWORK_KEYWORDS if k in options}
+    return FlareCascadePredictor.from_networks(locator, organs, locator_normalization, organ_normalization,
+                                               **networks, settings=CascadeSettings(**options))

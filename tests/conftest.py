@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from cascade_oracles import SMALL_CASCADE
-from nnunetv2_flare.inference.random_models import write_random_cascade
+from tool_modules import load_tool
+
+write_random_cascade = load_tool("random_models").write_random_cascade
 
 # module fixtures that train, preprocess or run subprocesses: every test that uses one is slow
 SLOW_FIXTURES = {

@@ -18,14 +18,16 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import SMALL_CASCADE
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels, tile_count, tile_starts
 from nnunetv2_flare.inference.geometry import VoxelGrid
-from nnunetv2_flare.inference.random_models import write_random_cascade
-from nnunetv2_flare.inference.sliding_window import sliding_window_labels, tile_count, tile_starts
 from nnunetv2_flare.names import WINDOW_CHECKPOINT_KEY
 from nnunetv2_flare.phantoms import make_phantom
 from nnunetv2_flare.window_shapes import WindowRange, fitted_window
 from tiny_dataset import write_tiny_dataset
+from tool_modules import load_tool
+
+write_random_cascade = load_tool("random_models").write_random_cascade
 
 DATASET_ID = 223
 ANY_WINDOW_TRAINERS = ("nnUNetTrainerFlareOrgansAnyWindow", "nnUNetTrainerFlareOrgansAnyWindow_debug",
@@ -123,16 +125,19 @@ def _windows(predictor: FlareCascadePredictor) -> list[dict]:
 @pytest.mark.slow
 def test_window_choice_follows_the_checkpoint(any_window_cascade, random_cascade) -> None:
     locator, organs = any_window_cascade
-    fitted = FlareCascadePredictor(locator, organs, backend="torch", progress=False)
+    fitted = FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend="torch"), CascadeSettings(progress=False))
     assert fitted.settings()["window"] == "fitted" and fitted.settings()["window_range"]["trained"]
     windows = _windows(fitted)
     assert len(windows) == 1 and windows[0]["shape_xyz"] != list(SMALL_CASCADE["organ_patch_size"])
-    tiles = FlareCascadePredictor(locator, organs, backend="torch", progress=False, window="tiles")
+    tiles = FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend="torch"), CascadeSettings(progress=False, window="tiles"))
     assert _windows(tiles)[0]["shape_xyz"] == list(SMALL_CASCADE["organ_patch_size"])
     fixed_locator, fixed_organs = random_cascade  # no window range in its checkpoint
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tiles: no warning
-        fixed = FlareCascadePredictor(fixed_locator, fixed_organs, backend="torch", progress=False)
+        fixed = FlareCascadePredictor.from_folders(fixed_locator, fixed_organs,
+            ModelSettings(backend="torch"), CascadeSettings(progress=False))
     assert fixed.settings()["window"] == "tiles"
 
 
@@ -140,13 +145,15 @@ def test_window_choice_follows_the_checkpoint(any_window_cascade, random_cascade
 def test_forcing_fitted_windows_on_a_fixed_patch_model_warns_once(random_cascade) -> None:
     locator, organs = random_cascade
     with pytest.warns(UserWarning, match="trained on its patch alone") as caught:
-        predictor = FlareCascadePredictor(locator, organs, backend="torch", progress=False, window="fitted")
+        predictor = FlareCascadePredictor.from_folders(locator, organs,
+            ModelSettings(backend="torch"), CascadeSettings(progress=False, window="fitted"))
         _windows(predictor)
         _windows(predictor)
     assert len([w for w in caught if "patch alone" in str(w.message)]) == 1
     assert predictor.settings()["window"] == "fitted" and not predictor.settings()["window_range"]["trained"]
     with pytest.raises(ValueError, match="window must be one of"):
-        FlareCascadePredictor(locator, organs, backend="torch", progress=False, window="whole")
+        FlareCascadePredictor.from_folders(locator, organs,
+            ModelSettings(backend="torch"), CascadeSettings(progress=False, window="whole"))
 
 
 @pytest.mark.slow
@@ -154,14 +161,16 @@ def test_openvino_runs_fitted_windows_like_torch(any_window_cascade, tmp_path, m
     monkeypatch.setenv("NNUNETV2_FLARE_CACHE", str(tmp_path / "cache"))
     locator, organs = any_window_cascade
     image, _ = make_phantom(3, "tiny", fov="abdomen")
-    runs = {b: FlareCascadePredictor(locator, organs, backend=b, progress=False).run(image) for b in ("torch", "openvino")}
+    runs = {b: FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend=b), CascadeSettings(progress=False)).run(image) for b in ("torch", "openvino")}
     assert runs["torch"].windows == runs["openvino"].windows
     import SimpleITK as sitk
 
     from nnunetv2_flare.evaluation.metrics import foreground_agreement
     same, total = foreground_agreement(*(sitk.GetArrayFromImage(r.labels) for r in runs.values()))
     assert total > 0 and same / total >= 0.99
-    model = FlareCascadePredictor(locator, organs, backend="openvino", progress=False).organs.model
+    model = FlareCascadePredictor.from_folders(locator, organs,
+        ModelSettings(backend="openvino"), CascadeSettings(progress=False)).organs.model
     assert model.trained_window == SMALL_RANGE.to_dict()  # carried through the converted model's cache
     with pytest.raises(ValueError, match="multiples of 16"):
         model(np.zeros((1, 1, 40, 32, 32), np.float32))
@@ -245,7 +254,7 @@ def test_the_loader_varies_the_window_within_its_budget(any_window_training, mon
 
 @pytest.mark.slow
 def test_predict_fits_windows_for_the_trained_model(any_window_training, tmp_path) -> None:
-    from nnunetv2_flare.inference.random_models import write_random_cascade as write
+    write = load_tool("random_models").write_random_cascade
     locator, _ = write(tmp_path / "results", "Dataset223_Tiny", tiny=True, **SMALL_CASCADE)
     report = tmp_path / "report.json"
     _run(["nnUNetv2_flare_predict", "-i", str(any_window_training["raw"] / "imagesTs"), "-o", str(tmp_path / "out"),

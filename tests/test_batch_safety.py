@@ -1,4 +1,4 @@
-"""Batches lose nothing (issue 7): output folder checked up front, a full disk fails one case cleanly, two processes
+"""Batches lose nothing: output folder checked up front, a full disk fails one case cleanly, two processes
 share an output folder, Ctrl-C leaves only complete files and a rerun finishes the rest. Real CLI subprocesses on
 tiny random-weight model folders."""
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import nnunetv2_flare.inference.nifti_transforms as label_writer
+import nnunetv2_flare.inference.inputs.nifti_transforms as label_writer
 from nnunetv2_flare.atomic_io import atomic_write
-from nnunetv2_flare.inference.predict_cli import main
+from nnunetv2_flare.inference.cli.predict import main
 from unusual_inputs import array_predictor, body_ct, env_with_threads, tmp_files, write
 
-CLI = [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli"]
+CLI = [sys.executable, "-m", "nnunetv2_flare.inference.cli.predict"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_unwritable_output_folder_is_refused_before_any_work(models, tmp_path, c
 
 def test_output_folder_without_write_permission(tmp_path, monkeypatch):
     """Root ignores chmod, so the denial is simulated at the probe's os.open."""
-    import nnunetv2_flare.inference.batch_safety as batch_safety
+    import nnunetv2_flare.inference.batch.safety as batch_safety
     real_open = os.open
 
     def deny(path, flags, *args):
@@ -117,8 +117,8 @@ def test_ctrl_c_keeps_finished_cases_and_a_rerun_completes(models, tmp_path):
                  "--report", str(tmp_path / "r.json")]
     # a shell that runs the suite in the background (nohup, `&`) ignores SIGINT, and a child would inherit that;
     # a user at a terminal has the default disposition, so the command is started with it
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env_with_threads(),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                            env=env_with_threads(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not (out.is_dir() and any(p.name.endswith(".nii.gz") and not p.name.startswith(".")
                                                                 for p in out.iterdir())):

@@ -6,8 +6,8 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import given, settings, strategies as st
 
-from cascade_oracles import LabelOracle
-from nnunetv2_flare.inference.box_following import (
+from cascade_oracles import LabelOracle, predictor_from_networks
+from nnunetv2_flare.inference.core.box_following import (
     extension_slabs,
     grow_box,
     half_patch_voxels,
@@ -15,9 +15,9 @@ from nnunetv2_flare.inference.box_following import (
     relative,
     touched_faces,
 )
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
 from nnunetv2_flare.inference.geometry import Box
-from nnunetv2_flare.inference.model_loading import CTNormalization
+from nnunetv2_flare.inference.models.loading import CTNormalization
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 
 SHAPE = (60, 40, 40)  # z, y, x; 2 mm voxels
 TUBE_TOP = 58  # the "aorta" runs from z 12 up to here, far above the "liver" the locator finds
@@ -62,7 +62,7 @@ class ChangesItsMind(LabelOracle):
 def _predictor(labels: sitk.Image, located: sitk.Image, organs: LabelOracle | None = None,
                **options) -> FlareCascadePredictor:
     norm = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
-    return FlareCascadePredictor.from_networks(
+    return predictor_from_networks(
         LabelOracle(located, binary=True), organs or LabelOracle(labels), norm, norm, locator_size=(32, 32, 32),
         organ_patch_size=(16, 16, 16), organ_spacing=(2.0, 2.0, 2.0), margin_mm=4.0, min_component_side=1,
         orientation=None, progress=False, **options)

@@ -14,8 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from cascade_oracles import real_data, rotation_direction, synthetic_case
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.predict_cli import main
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+from nnunetv2_flare.inference.cli.predict import main
 from nnunetv2_flare.labels import FLARE_ORGANS
 
 
@@ -77,7 +77,7 @@ def test_cli_predicts_folder_with_nnunet_names_geometry_and_report(results, case
 
 @pytest.mark.slow
 def test_existing_outputs_are_kept_only_for_the_same_request_unless_overwrite(results, cases, tmp_path):
-    """Issue 36 changed this: a file at an output's name that records no request of this command (here a 2^3
+    """A file at an output's name that records no request of this command (here a 2^3
     marker) is neither kept nor replaced without --overwrite; it used to be kept by its name alone."""
     out = tmp_path / "pred"
     out.mkdir()
@@ -144,9 +144,9 @@ def test_clear_errors(results, cases, tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_predictor_reusable_and_matches_cli_output(results, cases, tmp_path):
     base = results / "Dataset220_FLARE"
-    predictor = FlareCascadePredictor(base / "nnUNetTrainerFlareLocator__FlarePlans__flare_locator",
-                                      base / "nnUNetTrainerFlareOrgans__FlarePlans__flare_organs", threads=2,
-                                      progress=False)
+    predictor = FlareCascadePredictor.from_folders(base / "nnUNetTrainerFlareLocator__FlarePlans__flare_locator",
+                                                   base / "nnUNetTrainerFlareOrgans__FlarePlans__flare_organs",
+                                                   ModelSettings(threads=2), CascadeSettings(progress=False))
     first = sitk.GetArrayFromImage(predictor.predict(cases / "caseA_0000.nii.gz"))
     predictor.predict(cases / "caseB.mha")
     again = sitk.GetArrayFromImage(predictor.predict(sitk.ReadImage(str(cases / "caseA_0000.nii.gz"))))
@@ -160,7 +160,7 @@ def test_predictor_reusable_and_matches_cli_output(results, cases, tmp_path):
 @pytest.mark.slow
 def test_console_script_runs(results, cases, tmp_path):
     exe = shutil.which("nnUNetv2_flare_predict")
-    cmd = [exe] if exe else [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "nnunetv2_flare.inference.cli.predict"]
     proc = subprocess.run(cmd + ["-i", str(cases / "caseB.mha"), "-o", str(tmp_path / "p"), *model_args(results),
                                  "--disable_progress_bar", "--threads", "1"],
                           capture_output=True, encoding="utf-8", timeout=300, env={**os.environ})

@@ -22,14 +22,14 @@ from cascade_oracles import (
     dice,
     ideal_output,
     ircadb_case,
+    predictor_from_networks,
     real_data,
     rotation_direction,
     synthetic_case,
     tie_tolerant_ideal,
 )
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.image_io import read_image
-from nnunetv2_flare.inference.model_loading import CTNormalization
+from nnunetv2_flare.inference.inputs.reading import read_image
+from nnunetv2_flare.inference.models.loading import CTNormalization
 
 NORM = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
 ORGAN_SPACING_ZYX = (2.0, 1.5, 1.5)
@@ -37,7 +37,7 @@ ORGAN_SPACING_ZYX = (2.0, 1.5, 1.5)
 
 def run_oracle_cascade(image, reference: sitk.Image, **options):
     options.setdefault("progress", False)
-    predictor = FlareCascadePredictor.from_networks(
+    predictor = predictor_from_networks(
         LabelOracle(reference, binary=True), LabelOracle(reference), NORM, NORM,
         organ_spacing=options.pop("organ_spacing", ORGAN_SPACING_ZYX), **options)
     return predictor.run(image)
@@ -103,7 +103,7 @@ def test_linear_restore_brings_a_real_ct_closer_to_its_manual_labels():
     ref = sitk.GetArrayFromImage(reference)
     scores = {}
     for restore in ("nearest", "linear"):
-        predictor = FlareCascadePredictor.from_networks(
+        predictor = predictor_from_networks(
             LabelOracle(reference, binary=True), ScoresOracle(reference), NORM, NORM, organ_spacing=ORGAN_SPACING_ZYX,
             progress=False, restore=restore)
         out = sitk.GetArrayFromImage(predictor.run(image_path).labels)
@@ -148,9 +148,9 @@ def test_locator_finding_nothing_warns_and_segments_whole_volume():
     image, reference = synthetic_case()
     empty = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(reference)
-    predictor = FlareCascadePredictor.from_networks(LabelOracle(empty, binary=True), LabelOracle(reference), NORM,
-                                                    NORM, locator_size=(32, 32, 32), organ_patch_size=(32, 32, 32),
-                                                    progress=False)
+    predictor = predictor_from_networks(LabelOracle(empty, binary=True), LabelOracle(reference), NORM,
+                                        NORM, locator_size=(32, 32, 32), organ_patch_size=(32, 32, 32),
+                                        progress=False)
     result = predictor.run(image)
     assert not result.crop_from_locator and result.crop_box.shape == sitk.GetArrayViewFromImage(image).shape
     assert any("no abdomen" in w for w in result.warnings)
@@ -166,7 +166,7 @@ def test_small_locator_components_are_dropped_before_cropping():
     locator_ref = sitk.GetImageFromArray(blob)
     locator_ref.CopyInformation(reference)
     def box_start(**options):
-        predictor = FlareCascadePredictor.from_networks(
+        predictor = predictor_from_networks(
             LabelOracle(locator_ref, binary=True), LabelOracle(reference), NORM, NORM, locator_size=(32, 32, 32),
             organ_patch_size=(32, 32, 32), margin_mm=2.0, progress=False, **options)
         return predictor.run(image).crop_box.start

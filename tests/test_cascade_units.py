@@ -9,17 +9,18 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cascade_oracles import dice, real_data
-from nnunetv2_flare.inference import geometry
-from nnunetv2_flare.inference.backends import argmax_labels
-from nnunetv2_flare.inference.backends.torch import NetworkModel
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, geometry
+from nnunetv2_flare.inference.core.postprocessing import keep_largest_component_per_label, remove_small_components
+from nnunetv2_flare.inference.core.sliding_window import owned_ranges, tile_starts
 from nnunetv2_flare.inference.geometry import resize_labels_linear_slabs, resize_linear, resize_nearest
-from nnunetv2_flare.inference.image_io import case_name, list_cases
-from nnunetv2_flare.inference.model_loading import CTNormalization, load_phase
-from nnunetv2_flare.inference.postprocessing import keep_largest_component_per_label, remove_small_components
-from nnunetv2_flare.inference.random_models import write_random_model_folder
-from nnunetv2_flare.inference.sliding_window import owned_ranges, tile_starts
+from nnunetv2_flare.inference.inputs.reading import case_name, list_cases
+from nnunetv2_flare.inference.models.backends import argmax_labels
+from nnunetv2_flare.inference.models.backends.torch import NetworkModel
+from nnunetv2_flare.inference.models.loading import CTNormalization, load_phase
 from nnunetv2_flare.masks import foreground_box, margin_voxels
+from tool_modules import load_tool
+
+write_random_model_folder = load_tool("random_models").write_random_model_folder
 
 
 @settings(max_examples=30, deadline=None)
@@ -156,8 +157,8 @@ def test_the_cascade_works_in_the_orientation_the_models_were_trained_in(tmp_pat
     that kept each file's voxel order leave the choice to the cascade (LPS); models that disagree are refused."""
     import json
 
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    from nnunetv2_flare.inference.orientation import DEFAULT_ORIENTATION, models_orientation
+    from nnunetv2_flare.inference.inputs.orientation import DEFAULT_ORIENTATION, models_orientation
+    from nnunetv2_flare.inference.predictor import FlareCascadePredictor
     folders = {}
     for reader in ("SimpleITKIO", "NibabelIOWithReorient"):
         folders[reader] = write_random_model_folder(
@@ -168,17 +169,17 @@ def test_the_cascade_works_in_the_orientation_the_models_were_trained_in(tmp_pat
         plans_file.write_text(json.dumps(dict(json.loads(plans_file.read_text()), image_reader_writer=reader)))
     as_stored, ras = (load_phase(folders[r]) for r in ("SimpleITKIO", "NibabelIOWithReorient"))
     assert (as_stored.orientation, ras.orientation) == (None, "RAS")
-    assert FlareCascadePredictor.from_phases(ras, ras).orientation == "RAS"
-    assert FlareCascadePredictor.from_phases(as_stored, as_stored).orientation == DEFAULT_ORIENTATION == "LPS"
-    assert FlareCascadePredictor.from_phases(ras, ras, orientation="LPS").orientation == "LPS"  # the user's choice
-    assert FlareCascadePredictor.from_phases(None, ras).orientation == "RAS"  # organs only
+    assert FlareCascadePredictor(ras, ras).orientation == "RAS"
+    assert FlareCascadePredictor(as_stored, as_stored).orientation == DEFAULT_ORIENTATION == "LPS"
+    assert FlareCascadePredictor(ras, ras, CascadeSettings(orientation="LPS")).orientation == "LPS"  # the user's choice
+    assert FlareCascadePredictor(None, ras).orientation == "RAS"  # organs only
     assert models_orientation(None, "RAS") == "RAS"
     with pytest.raises(ValueError, match="different voxel orientations"):
         models_orientation("LPS", "RAS")
 
 
 def test_argmax_labels_equals_torch_argmax_including_ties() -> None:
-    from nnunetv2_flare.inference.backends import argmax_labels
+    from nnunetv2_flare.inference.models.backends import argmax_labels
     g = torch.Generator().manual_seed(0)
     logits = torch.randint(-3, 4, (14, 9, 10, 11), generator=g).float()  # many exact ties
     expected = logits.argmax(0).to(torch.uint8).numpy()
@@ -237,15 +238,17 @@ def test_linear_restore_needs_class_scores() -> None:
     image_norm = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
     labels_only = lambda x, grid: np.zeros(x.shape[2:], np.uint8)  # noqa: E731
     with pytest.raises(ValueError, match="class scores"):
-        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="linear")
+        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm,
+                                            settings=CascadeSettings(restore="linear"))
     with pytest.raises(ValueError, match="restore must be one of"):
-        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm, restore="cubic")
+        FlareCascadePredictor.from_networks(labels_only, labels_only, image_norm, image_norm,
+                                            settings=CascadeSettings(restore="cubic"))
 
 
 def test_ensemble_scores_are_one_members_logits_or_the_mean_probability() -> None:
     """What restore='linear' interpolates: a single model's logits (no softmax to pay for), an ensemble's mean
     probabilities; the labels are their argmax either way."""
-    from nnunetv2_flare.inference.ensemble import FoldEnsemble, softmax_
+    from nnunetv2_flare.inference.models.ensemble import FoldEnsemble, softmax_
 
     class Fixed:
         def __init__(self, logits: np.ndarray) -> None:
@@ -278,12 +281,12 @@ class _Logits:
 
 def test_shifted_input_comes_back_in_place() -> None:
     """A model that works voxel by voxel gives the same logits shifted or not, but for the repeated last voxels."""
-    from nnunetv2_flare.inference.ensemble import PHASE_SHIFTS, Shifted
+    from nnunetv2_flare.inference.models.ensemble import SHIFT_TTA_OFFSETS, Shifted
 
     x = np.random.default_rng(0).normal(size=(1, 1, 6, 7, 8)).astype(np.float32)
     pointwise = _Logits(lambda v: v * v)
-    assert len(set(PHASE_SHIFTS)) == 8 and (0, 0, 0) in PHASE_SHIFTS
-    for shift in PHASE_SHIFTS:
+    assert len(set(SHIFT_TTA_OFFSETS)) == 8 and (0, 0, 0) in SHIFT_TTA_OFFSETS
+    for shift in SHIFT_TTA_OFFSETS:
         out = Shifted(pointwise, shift).logits(x)
         assert out.shape == (2, 6, 7, 8)
         kept = tuple(slice(0, n - s) for n, s in zip(x.shape[2:], shift))
@@ -293,7 +296,7 @@ def test_shifted_input_comes_back_in_place() -> None:
 def test_shifts_show_a_stride_2_model_its_other_sampling_phase() -> None:
     """A model that reads every other voxel along z (as a stride-2 stem does) and repeats it: shifted by one, it reads
     the odd voxels; the two phases averaged follow the input more closely than either."""
-    from nnunetv2_flare.inference.ensemble import Shifted
+    from nnunetv2_flare.inference.models.ensemble import Shifted
 
     ramp = np.broadcast_to(np.arange(8, dtype=np.float32)[:, None, None], (8, 2, 2))[None, None]
     every_other = _Logits(lambda v: np.repeat(v[::2], 2, axis=0))
@@ -306,7 +309,7 @@ def test_shifts_show_a_stride_2_model_its_other_sampling_phase() -> None:
 
 
 def test_a_tile_of_the_wrong_shape_is_refused() -> None:
-    from nnunetv2_flare.inference.sliding_window import sliding_window_labels, sliding_window_scores
+    from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels, sliding_window_scores
 
     class Batched:  # labels with a leading batch axis, scores without their class axis
         def __call__(self, x, grid):
@@ -320,3 +323,13 @@ def test_a_tile_of_the_wrong_shape_is_refused() -> None:
         sliding_window_labels(volume, (8, 8, 8), Batched(), lambda start: None, progress=False)
     with pytest.raises(RuntimeError, match="class scores of shape"):
         sliding_window_scores(volume, (8, 8, 8), Batched(), lambda start: None, progress=False)
+
+
+def test_ct_normalization_is_nnunets() -> None:
+    """The cascade's CTNormalization (kept because the container runs without nnU-Net) gives nnU-Net's values."""
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization as NnUNets
+
+    props = {"percentile_00_5": -950.0, "percentile_99_5": 1300.0, "mean": 42.5, "std": 180.0}
+    x = np.random.default_rng(0).uniform(-2000, 3000, (7, 9, 11)).astype(np.float32)
+    expected = NnUNets(use_mask_for_norm=False, intensityproperties=props).run(x.copy())
+    np.testing.assert_array_equal(CTNormalization.from_intensity_properties(props)(x.copy()), expected)

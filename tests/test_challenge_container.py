@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 from packaging.requirements import Requirement
 
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
 from nnunetv2_flare.phantoms.generator import make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +85,8 @@ def container_folders(random_cascade, tmp_path_factory):
     (workspace / "models").mkdir()
     for model in random_cascade:
         (workspace / "models" / model.name).symlink_to(model)
-    FlareCascadePredictor(*[workspace / "models" / m.name for m in random_cascade], backend="openvino",
-                          progress=False)
+    FlareCascadePredictor.from_folders(*[workspace / "models" / m.name for m in random_cascade],
+                                       ModelSettings(backend="openvino"), CascadeSettings(progress=False))
     (workspace / "inputs").mkdir()
     for i in (1, 2):
         image, _ = make_phantom(i - 1, "tiny", fov="abdomen")  # seeds 0, 1: slices the cascade accepts (<= 20 mm)

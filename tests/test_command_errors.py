@@ -1,4 +1,4 @@
-"""Issue 18: every command refuses misuse the same way: exit 2, exactly one line on stderr naming the fix, no
+"""Every command refuses misuse the same way: exit 2, exactly one line on stderr naming the fix, no
 traceback, nothing written. `-h` of every console script prints help and exits 0.
 
 The table runs as subprocesses (the console scripts exactly as installed) for `-h` of every command and a few

@@ -16,8 +16,8 @@ import torch
 from nnunetv2_flare.demo import (
     DEMO_CONFIGURATION,
     DEMO_LOCATOR_CONFIGURATION,
-    LOCATOR_TRAINER,
-    ORGAN_TRAINER,
+    DEMO_LOCATOR_TRAINER,
+    DEMO_ORGAN_TRAINER,
     DemoError,
     DemoSettings,
     add_demo_configuration,
@@ -27,8 +27,9 @@ from nnunetv2_flare.demo import (
     run_demo,
     settings_from_args,
 )
+from nnunetv2_flare.inference.core.settings import FOLLOW_ORGANS_ROUNDS
 from nnunetv2_flare.labels import FLARE_ORGANS
-from nnunetv2_flare.names import FOLLOW_ORGANS_ROUNDS, MAX_EPOCHS_ENV, SEED_ENV
+from nnunetv2_flare.names import MAX_EPOCHS_ENV, SEED_ENV
 from nnunetv2_flare.training.lr_schedulers import cosine_lr, warmup_cosine_lr
 from nnunetv2_flare.training.time_boxed import epochs_that_fit
 
@@ -64,7 +65,7 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
         assert len(list((pre / identifier).glob("*.pkl"))) == 3, identifier
     # 3, 4 checkpoints of both phases; nnU-Net's final validation skipped
     results = out / "nnUNet_results" / DATASET
-    for trainer, cfg in ((LOCATOR_TRAINER, DEMO_LOCATOR_CONFIGURATION), (ORGAN_TRAINER, DEMO_CONFIGURATION)):
+    for trainer, cfg in ((DEMO_LOCATOR_TRAINER, DEMO_LOCATOR_CONFIGURATION), (DEMO_ORGAN_TRAINER, DEMO_CONFIGURATION)):
         fold = results / f"{trainer}__FlarePlans__{cfg}" / "fold_all"
         checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
         assert checkpoint["current_epoch"] == 1  # the smoke run's single epoch
@@ -101,7 +102,7 @@ def test_smoke_demo_writes_every_stage(smoke_run: tuple[Path, str]) -> None:
     assert str(picture) in stdout and demo["folders"]["picture"] == str(picture)
     import matplotlib.image
     pixels = (matplotlib.image.imread(picture)[..., :3] * 255).round().astype(int)
-    from nnunetv2_flare.inference.label_colors import label_colors
+    from nnunetv2_flare.inference.outputs.label_colors import label_colors
     liver = np.asarray(label_colors(FLARE_ORGANS)[1])
     assert (np.abs(pixels - liver).sum(-1) < 30).sum() > 20   # the reference's liver in the legend and the overlay
     # a progress bar per training phase
@@ -190,8 +191,8 @@ def test_default_budget_is_iterations_not_wall_time() -> None:
 
 def test_refuses_a_cap_too_short_to_train_before_any_work(tmp_path: Path) -> None:
     command = shutil.which("nnUNetv2_flare_demo")
-    done = subprocess.run([command, "--minutes", "1", "-o", str(tmp_path / "out")], capture_output=True, encoding="utf-8",
-                          timeout=120)
+    done = subprocess.run([command, "--minutes", "1", "-o", str(tmp_path / "out")], capture_output=True,
+                          encoding="utf-8", timeout=120)
     assert done.returncode != 0 and "--minutes 1 leaves no time for training" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
@@ -209,14 +210,15 @@ def test_warmup_then_cosine() -> None:
     assert lrs[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))       # annealing after the warm-up
     assert warmup_cosine_lr(1.0, 10, 10, warmup_steps=2) == pytest.approx(0.0)
-    assert [warmup_cosine_lr(1.0, s, 10) for s in range(10)] == pytest.approx([cosine_lr(1.0, s, 10) for s in range(10)])
+    assert [warmup_cosine_lr(1.0, s, 10) for s in range(10)] == \
+        pytest.approx([cosine_lr(1.0, s, 10) for s in range(10)])
 
 
 def test_same_seed_trains_the_same_model(smoke_run: tuple[Path, str], tmp_path: Path) -> None:
     """Phase 2 trained again from the smoke run's preprocessed data with the same seed gives the same weights; another
     seed gives other weights."""
     out, _ = smoke_run
-    first = out / "nnUNet_results" / DATASET / f"{ORGAN_TRAINER}__FlarePlans__{DEMO_CONFIGURATION}" / "fold_all"
+    first = out / "nnUNet_results" / DATASET / f"{DEMO_ORGAN_TRAINER}__FlarePlans__{DEMO_CONFIGURATION}" / "fold_all"
     settings = settings_from_args(build_parser().parse_args(["--smoke"]))
 
     def train(seed: int) -> dict:
@@ -227,8 +229,8 @@ def test_same_seed_trains_the_same_model(smoke_run: tuple[Path, str], tmp_path: 
                                                     "OMP_NUM_THREADS": "2"})
         env[MAX_EPOCHS_ENV] = "1"
         done = subprocess.run([shutil.which("nnUNetv2_train"), "900", DEMO_CONFIGURATION, "all", "-p", "FlarePlans",
-                               "-tr", ORGAN_TRAINER, "-device", "cpu"], env=env, capture_output=True, encoding="utf-8",
-                              timeout=600)
+                               "-tr", DEMO_ORGAN_TRAINER, "-device", "cpu"], env=env, capture_output=True,
+                              encoding="utf-8", timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         folder = tmp_path / f"r{seed}" / DATASET / first.parent.name / "fold_all"
         return torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]

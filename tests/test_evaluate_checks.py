@@ -1,4 +1,4 @@
-"""Issue 36: nnUNetv2_flare_evaluate checks what it scores. A file that is empty, truncated, unreadable or not a FLARE
+"""NnUNetv2_flare_evaluate checks what it scores. A file that is empty, truncated, unreadable or not a FLARE
 label map (a CT in HU, TotalSegmentator's ids, fractional values) stops the command with one line naming it; names
 that match nothing are an error, unmatched ones are listed; the summary never replaces a reference or any file that
 is not an earlier summary. On the real TotalSegmentator label maps of ../shared/data/real and small arrays."""

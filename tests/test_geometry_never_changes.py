@@ -1,4 +1,4 @@
-"""Issue 36: geometry never changes silently. A DICOM series whose slice positions are not evenly spaced is refused
+"""Geometry never changes silently. A DICOM series whose slice positions are not evenly spaced is refused
 (its positions decide, not its slice count); a NIfTI whose sform and qform disagree is read with the transform the
 models' reader takes, with a warning naming it, and its labels carry the input's two transforms. Array "networks"
 (unusual_inputs.py): milliseconds a case."""
@@ -13,10 +13,10 @@ import pytest
 import SimpleITK as sitk
 
 from cascade_oracles import real_data
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.image_io import dicom_series_files, read_image
-from nnunetv2_flare.inference.input_checks import InputRefused
-from nnunetv2_flare.inference.model_loading import Phase
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor
+from nnunetv2_flare.inference.inputs.checks import InputRefused
+from nnunetv2_flare.inference.inputs.reading import dicom_series_files, read_image
+from nnunetv2_flare.inference.models.loading import Phase
 from nnunetv2_flare.labels import NUM_CLASSES
 from unusual_inputs import NORM, SMALL, ArrayLocator, ArrayOrganNet, array_predictor, body_ct, write_dicom_series
 
@@ -28,7 +28,8 @@ def _quiet_itk():
 
 # ------------------------------------------------------------------------------------------------ DICOM slices
 @pytest.mark.real_data
-@pytest.mark.parametrize("removed, gaps", [((8, 9, 10, 11, 12, 13), "2, 14 mm"), ((3, 9, 10, 11, 12, 13), "2, 4, 12 mm")])
+@pytest.mark.parametrize("removed, gaps", [((8, 9, 10, 11, 12, 13), "2, 14 mm"),
+                                           ((3, 9, 10, 11, 12, 13), "2, 4, 12 mm")])
 def test_real_series_with_missing_slices_is_refused(tmp_path, removed, gaps):
     """6 of the 20 slices (2 mm apart) of the TotalSegmentator DICOM example gone (linked copies in tmp_path)."""
     z = np.array([2.0 * k for k in range(20) if k not in removed])
@@ -101,8 +102,8 @@ def nibabel_predictor() -> FlareCascadePredictor:
     locator = Phase(ArrayLocator(), NORM, SMALL["locator_size"], None, 2)
     organs = Phase(ArrayOrganNet(), NORM, SMALL["organ_patch_size"], SMALL["organ_spacing"], NUM_CLASSES,
                    reader="NibabelIOWithReorient")
-    return FlareCascadePredictor.from_phases(locator, organs, min_component_side=SMALL["min_component_side"],
-                                             margin_mm=SMALL["margin_mm"], progress=False)
+    return FlareCascadePredictor(locator, organs, CascadeSettings(min_component_side=SMALL["min_component_side"],
+                                                                  margin_mm=SMALL["margin_mm"], progress=False))
 
 
 def predicted(predictor: FlareCascadePredictor, path: Path, out: Path) -> tuple[nib.Nifti1Image, dict]:

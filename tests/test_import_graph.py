@@ -1,5 +1,6 @@
-"""No import cycle inside the package: the graph of the import statements between its modules (module level and
-inside functions alike; not those under `if TYPE_CHECKING:`, which never run), read with ast, is acyclic."""
+"""No import cycle inside the package: the graph of the import statements between its modules (module level, inside
+functions and under `if TYPE_CHECKING:` alike: an annotation-only import is still a dependency a reader follows),
+read with ast, is acyclic; and inference/'s layers import only downwards."""
 from __future__ import annotations
 
 import ast
@@ -18,26 +19,13 @@ def package_modules(root: Path = PACKAGE_ROOT) -> dict[str, Path]:
     return modules
 
 
-def runtime_nodes(tree: ast.AST):
-    """Every node, except the bodies of `if TYPE_CHECKING:` (annotations only)."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                stack.extend(child.orelse)
-            else:
-                stack.append(child)
-
-
 def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
     """module -> the package's modules it imports (`from pkg import submodule` counts as importing the submodule)."""
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
-        for node in runtime_nodes(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -78,11 +66,32 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_the_imports():
     graph = import_graph(package_modules())
-    assert "nnunetv2_flare.inference.backends.openvino" in graph["nnunetv2_flare.inference.model_loading"]
-    assert "nnunetv2_flare.names" in graph["nnunetv2_flare.inference.cascade"]
+    assert "nnunetv2_flare.inference.models.backends.openvino" in graph["nnunetv2_flare.inference.models.loading"]
+    assert "nnunetv2_flare.names" in graph["nnunetv2_flare.inference.core.settings"]
+    assert "nnunetv2_flare.inference.core.result" in graph["nnunetv2_flare.inference.outputs.case_outputs"]  # typing
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
 def test_no_import_cycle_inside_the_package():
     cycle = find_cycle(import_graph(package_modules()))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+INFERENCE = "nnunetv2_flare.inference"
+# each subpackage of inference/ and the layers it must not import (inference/__init__'s map): the single-case core
+# knows nothing of batches, output files or the command; batches know nothing of the command
+FORBIDDEN = {"core": ("batch", "outputs", "cli", "predictor"), "models": ("core", "batch", "outputs", "cli"),
+             "inputs": ("core", "models", "batch", "outputs", "cli"), "outputs": ("batch", "cli", "predictor"),
+             "batch": ("cli",), "geometry": ("core", "models", "inputs", "batch", "outputs", "cli")}
+
+
+def test_inference_layers_import_only_downwards():
+    graph = import_graph(package_modules())
+    wrong = []
+    for module, edges in graph.items():
+        layer = module.removeprefix(INFERENCE + ".").split(".")[0] if module.startswith(INFERENCE + ".") else None
+        for target in edges:
+            if layer in FORBIDDEN and target.startswith(INFERENCE + ".") and \
+                    target.removeprefix(INFERENCE + ".").split(".")[0] in FORBIDDEN[layer]:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports against the layers: " + ", ".join(sorted(wrong))

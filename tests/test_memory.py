@@ -1,4 +1,4 @@
-"""The memory levers of issue 20 (docs/performance.md, "Memory at 512 x 512 x 1500"): chunked resizing, repairs
+"""The memory levers (docs/performance.md, "Memory at 512 x 512 x 1500"): chunked resizing, repairs
 in place, labels restored a slab at a time. Each must leave every output bit as it was."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import SimpleITK as sitk
 
 from nnunetv2_flare.inference import geometry
 from nnunetv2_flare.inference.geometry import Box
-from nnunetv2_flare.inference.input_checks import prepare_input
-from nnunetv2_flare.inference.orientation import orientation_matrix
+from nnunetv2_flare.inference.inputs.checks import prepare_input
+from nnunetv2_flare.inference.inputs.orientation import orientation_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 

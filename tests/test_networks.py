@@ -81,7 +81,8 @@ def test_organ_net_shapes(deep_supervision):
 def test_deep_supervision_scales_match_outputs():
     """nnU-Net derives its loss scales from arch_kwargs['strides']: 1 / cumprod(strides) without the last level."""
     import numpy as np
-    for net, size in ((FlareLocator(1, 2, deep_supervision=True), 64), (FlareOrganNet(1, 14, deep_supervision=True), 32)):
+    for net, size in ((FlareLocator(1, 2, deep_supervision=True), 64),
+                      (FlareOrganNet(1, 14, deep_supervision=True), 32)):
         scales = 1 / np.cumprod(np.vstack(net.strides), axis=0)[:-1]
         with torch.no_grad():
             outs = net.eval()(torch.randn(1, 1, size, size, size))

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(not (OFFICIAL_RUNNER.is_file() and REAL_DATA.is_
 
 
 def _comparison_tool():
-    spec = importlib.util.spec_from_file_location("compare_official_metric", ROOT / "tools" / "compare_official_metric.py")
+    spec = importlib.util.spec_from_file_location("compare_official_metric",
+                                                  ROOT / "tools" / "compare_official_metric.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)

@@ -13,17 +13,19 @@ import torch
 
 from cascade_oracles import SMALL_CASCADE
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
-from nnunetv2_flare.inference.backends import (
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+from nnunetv2_flare.inference.models.backends import (
     base as backends_base,
     check_precision,
     openvino as openvino_backend,
     resolve_backend,
 )
-from nnunetv2_flare.inference.backends.openvino import OpenVINOModel
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.model_loading import load_phase
-from nnunetv2_flare.inference.random_models import write_random_cascade
+from nnunetv2_flare.inference.models.backends.openvino import OpenVINOModel
+from nnunetv2_flare.inference.models.loading import load_phase
 from nnunetv2_flare.phantoms import make_phantom
+from tool_modules import load_tool
+
+write_random_cascade = load_tool("random_models").write_random_cascade
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,8 @@ def test_cascade_with_openvino_agrees_with_torch(models, tmp_path, restore) -> N
     image, _ = make_phantom(3, "tiny", fov="abdomen")
     runs = {}
     for backend in ("torch", "openvino"):
-        predictor = FlareCascadePredictor(locator, organs, backend=backend, progress=False, restore=restore)
+        predictor = FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend=backend),
+                                                       CascadeSettings(progress=False, restore=restore))
         assert predictor.settings()["organ_backend"] == backend
         assert predictor.settings()["organ_precision"] == "fp32"
         assert predictor.settings()["restore"] == restore
@@ -192,11 +195,14 @@ def test_a_prediction_on_openvino_never_imports_torch(models, tmp_path) -> None:
     locator, organs = models
     image, _ = make_phantom(3, "tiny", fov="abdomen")
     sitk.WriteImage(image, str(tmp_path / "case_0000.nii.gz"))
-    FlareCascadePredictor(locator, organs, backend="openvino", progress=False)  # converts and caches both models
+    # converts and caches both models
+    FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="openvino"),
+                                       CascadeSettings(progress=False))
     script = (
         "import sys\n"
-        "from nnunetv2_flare.inference.cascade import FlareCascadePredictor\n"
-        f"p = FlareCascadePredictor({str(locator)!r}, {str(organs)!r}, backend='openvino', progress=False)\n"
+        "from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings\n"
+        f"p = FlareCascadePredictor.from_folders({str(locator)!r}, {str(organs)!r}, ModelSettings(backend='openvino'), "
+        "CascadeSettings(progress=False))\n"
         f"labels = p.predict({str(tmp_path / 'case_0000.nii.gz')!r})\n"
         "assert labels.GetSize() == ({0}, {1}, {2})\n".format(*image.GetSize())
         + "print('torch imported' if 'torch' in sys.modules else 'no torch')\n")

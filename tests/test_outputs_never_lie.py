@@ -1,4 +1,4 @@
-"""Issue 36: nothing overwritten, nothing stale, nothing misplaced. A command writes only over files it wrote for that
+"""Nothing overwritten, nothing stale, nothing misplaced. A command writes only over files it wrote for that
 purpose; an existing label file is kept only where it was made for the same request (input bytes, models,
 options), and its companion files go with it; -o takes the documented formats; every part writes its report; the
 API reads what the CLI reads. Mostly through the Python API with array "networks" (milliseconds a case); the CLI
@@ -16,11 +16,11 @@ import SimpleITK as sitk
 
 from cascade_oracles import real_data
 from nnunetv2_flare.cli_errors import UsageError
-from nnunetv2_flare.inference.case_outputs import OutputOptions
-from nnunetv2_flare.inference.image_io import dicom_series_files
-from nnunetv2_flare.inference.input_checks import InputRefused
-from nnunetv2_flare.inference.predict_cli import main
-from nnunetv2_flare.inference.request_record import Request, decide, recorded_request
+from nnunetv2_flare.inference.batch.request_record import Request, decide, recorded_request
+from nnunetv2_flare.inference.cli.predict import main
+from nnunetv2_flare.inference.inputs.checks import InputRefused
+from nnunetv2_flare.inference.inputs.reading import dicom_series_files
+from nnunetv2_flare.inference.outputs.case_outputs import OutputOptions
 from nnunetv2_flare.labels import FLARE_ORGANS
 from unusual_inputs import array_predictor, body_ct, tmp_files, write, write_dicom_series
 
@@ -191,7 +191,7 @@ def test_a_case_that_fails_midway_leaves_no_label_beside_new_companions(two_cts,
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr("nnunetv2_flare.inference.preview.render_preview", full_disk)
+    monkeypatch.setattr("nnunetv2_flare.inference.outputs.preview.render_preview", full_disk)
     result = array_predictor().predict_files([a], out, outputs=OutputOptions(color_table=True, preview=True))
     assert "No space left" in result.failed["a"]
     assert not (out / "a.nii.gz").exists()  # the old labels went first: the case reads as unfinished
@@ -325,7 +325,7 @@ def test_roi_subset_names_ignore_case_spaces_and_aliases():
 def test_dicom_seg_of_a_series_without_study_uid_gets_one_with_a_warning(tmp_path):
     import pydicom
 
-    from nnunetv2_flare.inference.dicom_seg import with_study_uid
+    from nnunetv2_flare.inference.outputs.dicom_seg import with_study_uid
     series = real_data("totalsegmentator/example_ct_dicom")
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_series_files(series)[:3]]
     assert not str(datasets[0].StudyInstanceUID)  # the anonymized example: blank study and series UIDs
@@ -346,7 +346,7 @@ def test_organ_colours_are_told_apart_and_none_is_washed_out():
 
     from skimage.color import rgb2lab
 
-    from nnunetv2_flare.inference.label_colors import label_colors
+    from nnunetv2_flare.inference.outputs.label_colors import label_colors
     colors = label_colors(FLARE_ORGANS)
     lab = {i: rgb2lab(np.asarray(c, float)[None, None] / 255)[0, 0] for i, c in colors.items()}
     closest = min(np.linalg.norm(lab[i] - lab[j]) for i, j in itertools.combinations(lab, 2))

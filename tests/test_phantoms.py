@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM, check_geometry
+from nnunetv2_flare.inference.inputs.checks import MAX_SPACING_MM, check_geometry
 from nnunetv2_flare.labels import FLARE_ORGANS, dataset_json_labels
 from nnunetv2_flare.phantoms import make_phantom, make_phantom_arrays, write_phantom_dataset
 from nnunetv2_flare.phantoms.anatomy import clear_of
@@ -39,7 +39,8 @@ def test_full_field_of_view_holds_all_13_organs_with_plausible_hu(seed):
     phantom = make_phantom_arrays(seed, "small", fov="abdomen")
     assert phantom.image.dtype == np.int16 and phantom.label.dtype == np.uint8
     assert phantom.image.shape == phantom.label.shape
-    assert set(np.unique(phantom.label)) == set(range(14)), f"missing organs: {set(range(14)) - set(np.unique(phantom.label))}"
+    assert set(np.unique(phantom.label)) == set(range(14)), \
+        f"missing organs: {set(range(14)) - set(np.unique(phantom.label))}"
     image, label = phantom.image, phantom.label
     assert image.min() >= -3024 and image.max() <= 3071
     assert (image <= -900).mean() > 0.05  # air around the patient
@@ -202,7 +203,8 @@ def test_a_tube_pushed_clear_of_another_keeps_the_gap_and_its_course_elsewhere()
     np.testing.assert_allclose(samples[far], untouched[far])  # only the part that collided moved
     np.testing.assert_allclose(samples[:, 2], untouched[:, 2])  # sideways only
     moved = ~np.all(np.isclose(samples, untouched), axis=1)
-    assert moved.any() and (samples[moved & (np.abs(untouched[:, 0]) < 1), 1] < 0).all()  # through the axis: to the front
+    # through the axis: to the front
+    assert moved.any() and (samples[moved & (np.abs(untouched[:, 0]) < 1), 1] < 0).all()
     assert position[0] == 0 and position[-1] == len(crossing) - 1 and np.all(np.diff(position) >= 0)
 
 

@@ -284,7 +284,7 @@ def test_nifti_datasets_are_read_in_one_orientation(planned, tmp_path):
     """The plans read NIfTI with nnU-Net's NibabelIOWithReorient: a case stored with flipped axes (the same scan in
     physical space) gives the same training arrays in both phases, and nnU-Net's export writes a label back in the
     file's own voxel order (so its validation compares like with like)."""
-    from nnunetv2_flare.inference.orientation import plan_reorientation, reoriented_image
+    from nnunetv2_flare.inference.inputs.orientation import plan_reorientation, reoriented_image
     from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
     assert planned["plans"]["image_reader_writer"] == "NibabelIOWithReorient"
     raw = planned["raw"]

@@ -1,4 +1,4 @@
-"""nnUNetv2_flare_predict's nnU-Net and TotalSegmentator options (issue 17), through the CLI on the real CTs of
+"""nnUNetv2_flare_predict's nnU-Net and TotalSegmentator options, through the CLI on the real CTs of
 ../shared/data/real with tiny random-weight model folders (several folds). One module-scoped model set and input
 folder are shared by all tests; OpenVINO converts each model once (cached in the model folders)."""
 from __future__ import annotations
@@ -13,9 +13,11 @@ import SimpleITK as sitk
 import torch
 
 from cascade_oracles import SMALL_CASCADE, real_data
-from nnunetv2_flare.inference.predict_cli import build_parser, main
-from nnunetv2_flare.inference.random_models import write_random_cascade
+from nnunetv2_flare.inference.cli.predict import build_parser, main
 from nnunetv2_flare.phantoms import make_phantom
+from tool_modules import load_tool
+
+write_random_cascade = load_tool("random_models").write_random_cascade
 
 REAL_CASES = {  # case name -> file or DICOM folder under ../shared/data/real
     "example_ct": "totalsegmentator/example_ct.nii.gz",
@@ -61,7 +63,7 @@ def report_of(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ nnU-Net flags
-PACKAGE_PARSERS = ["nnunetv2_flare.inference.predict_cli", "nnunetv2_flare.planning.plan_and_preprocess",
+PACKAGE_PARSERS = ["nnunetv2_flare.inference.cli.predict", "nnunetv2_flare.planning.plan_and_preprocess",
                    "nnunetv2_flare.phantoms.cli", "nnunetv2_flare.pseudolabel.cli"]
 
 
@@ -135,9 +137,9 @@ class MeanProbabilityOracle:
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_two_fold_ensemble_differs_from_each_fold_and_is_the_mean_probability_argmax(models, tmp_path):
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    from nnunetv2_flare.inference.model_loading import CTNormalization
-    from nnunetv2_flare.inference.random_models import CT_INTENSITY_PROPERTIES
+    from cascade_oracles import predictor_from_networks
+    from nnunetv2_flare.inference.models.loading import CTNormalization
+    CT_INTENSITY_PROPERTIES = load_tool("random_models").CT_INTENSITY_PROPERTIES
 
     image = real_data("totalsegmentator/example_ct.nii.gz")
     outputs = {}
@@ -151,7 +153,7 @@ def test_two_fold_ensemble_differs_from_each_fold_and_is_the_mean_probability_ar
     for single in (("0",), ("1",)):
         assert (ensemble != outputs[single]).mean() > 0.01  # a real change, not a few near-tie voxels
     norm = CTNormalization.from_intensity_properties(CT_INTENSITY_PROPERTIES)
-    oracle = FlareCascadePredictor.from_networks(
+    oracle = predictor_from_networks(
         MeanProbabilityOracle(models["locator"], (0, 1)), MeanProbabilityOracle(models["organs"], (0, 1)), norm,
         norm, locator_size=SMALL_CASCADE["locator_size"], organ_patch_size=SMALL_CASCADE["organ_patch_size"],
         organ_spacing=SMALL_CASCADE["organ_spacing"], progress=False)
@@ -193,7 +195,8 @@ def test_step_size_overlaps_tiles_and_tta_flags(models, tmp_path, capsys):
     assert reports["step_half"]["settings"]["tile_min_overlap"] == 0.5
     assert reports["tta"]["settings"]["tta"] is True and reports["default"]["settings"]["tta"] is False
     assert (labels["tta"] != labels["default"]).any()  # 8 mirrored passes averaged: another answer
-    assert reports["shift_tta"]["settings"]["shift_tta"] is True and reports["default"]["settings"]["shift_tta"] is False
+    assert reports["shift_tta"]["settings"]["shift_tta"] is True and \
+        reports["default"]["settings"]["shift_tta"] is False
     assert reports["shift_tta"]["settings"]["tta"] is False
     assert (labels["shift_tta"] != labels["default"]).any()  # 8 shifted passes averaged: another answer
     help_text = build_parser().format_help()
@@ -288,7 +291,7 @@ def test_color_table_and_report_carry_the_label_names(dicom_run):
 def test_preview_png_shows_the_ct_and_the_organ_colours(dicom_run):
     from matplotlib.image import imread
 
-    from nnunetv2_flare.inference.label_colors import label_colors
+    from nnunetv2_flare.inference.outputs.label_colors import label_colors
     png = imread(str(dicom_run["folder"] / "seg.png"))[..., :3]
     assert png.shape[0] >= 400 and png.shape[1] >= 1000 and png.std() > 0.05  # not blank
     rgb = np.round(png * 255).astype(int).reshape(-1, 3)
@@ -305,7 +308,7 @@ def test_preview_png_shows_the_ct_and_the_organ_colours(dicom_run):
 def test_dicom_seg_reads_back_as_the_nifti_labels(dicom_run):
     import pydicom
 
-    from nnunetv2_flare.inference.image_io import dicom_series_files
+    from nnunetv2_flare.inference.inputs.reading import dicom_series_files
     seg = pydicom.dcmread(str(dicom_run["folder"] / "seg.dcm"))
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     files = dicom_series_files(real_data(DICOM_SERIES))
@@ -344,7 +347,7 @@ def test_dicom_seg_needs_dicom_input(models, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_nested_dicom_folders_and_a_single_dicom_file(dicom_run, models, tmp_path):
-    from nnunetv2_flare.inference.image_io import list_cases
+    from nnunetv2_flare.inference.inputs.reading import list_cases
     series = real_data(DICOM_SERIES)
     for where in ("patient/study1/series_a", "patient/study2/deeper/series_b"):
         folder = tmp_path / where
@@ -400,9 +403,10 @@ def test_roi_subset_by_name_with_names_from_the_models_dataset_json(three_label_
 def test_python_api_takes_paths_sitk_nibabel_and_numpy(models):
     import nibabel as nib
 
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    predictor = FlareCascadePredictor(models["locator"], models["organs"], backend="torch", threads=1,
-                                      progress=False)
+    from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+    predictor = FlareCascadePredictor.from_folders(models["locator"], models["organs"],
+                                                   ModelSettings(backend="torch", threads=1),
+                                                   CascadeSettings(progress=False))
     path = real_data("totalsegmentator/example_ct_sm.nii.gz")
     image = sitk.ReadImage(str(path))
     reference = sitk.GetArrayFromImage(predictor.predict(path))
@@ -451,8 +455,8 @@ def test_preview_keeps_its_look_after_nnunet_set_the_seaborn_theme(tmp_path):
     import seaborn
     from matplotlib.image import imread
 
-    from nnunetv2_flare.inference.label_colors import label_colors
-    from nnunetv2_flare.inference.preview import render_preview
+    from nnunetv2_flare.inference.outputs.label_colors import label_colors
+    from nnunetv2_flare.inference.outputs.preview import render_preview
     from nnunetv2_flare.labels import FLARE_ORGANS
     labels = np.zeros((20, 40, 40), np.uint8)
     for organ in range(1, 14):

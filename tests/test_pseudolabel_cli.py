@@ -9,13 +9,17 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from nnunetv2_flare.inference.random_models import TINY_ORGAN_KWARGS, write_random_cascade, write_random_model_folder
 from nnunetv2_flare.labels import dataset_json_labels
 from nnunetv2_flare.pseudolabel import rounds
 from nnunetv2_flare.pseudolabel.cli import main
 from nnunetv2_flare.pseudolabel.combine import combine_labels
 from nnunetv2_flare.pseudolabel.organ_prediction import label_box, load_organ_predictor, predict_case
 from test_pseudolabel_rounds import CASES, TRUSTED, assert_consistent_round, make_dataset, read, snapshot
+from tool_modules import load_tool
+
+TINY_ORGAN_KWARGS = load_tool("random_models").TINY_ORGAN_KWARGS
+write_random_cascade = load_tool("random_models").write_random_cascade
+write_random_model_folder = load_tool("random_models").write_random_model_folder
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_flare.pseudolabel import rounds
-from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset
+from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset_consistency
 from nnunetv2_flare.pseudolabel.label_versions import file_digest
 from nnunetv2_flare.pseudolabel.manual_rounds import record_edits, restore_round
 from nnunetv2_flare.pseudolabel.run_round import run_pseudolabel_round
@@ -257,7 +257,7 @@ def test_every_problem_of_the_preprocessed_data_is_its_own_clause(dataset: Flare
     for folder in ("FlarePlans_flare_organs", "FlarePlans_flare_locator"):
         shutil.rmtree(dataset.preprocessed / folder)
     with pytest.raises(DatasetStateError, match="gt_segmentations is missing; no preprocessed configuration"):
-        check_dataset(dataset)
+        check_dataset_consistency(dataset)
 
 
 def test_a_journal_of_the_earlier_format_is_upgraded(dataset: FlareDataset):

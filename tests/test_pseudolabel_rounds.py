@@ -13,15 +13,17 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunetv2_flare.inference.random_models import plans_configuration
 from nnunetv2_flare.labels import dataset_json_labels
 from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, binarize, write_abdomen_references
 from nnunetv2_flare.planning.preprocessors import training_preprocessor_class
 from nnunetv2_flare.pseudolabel import rounds
 from nnunetv2_flare.pseudolabel.combine import combine_labels
-from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset
+from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset_consistency
 from nnunetv2_flare.pseudolabel.organ_prediction import label_box
 from nnunetv2_flare.pseudolabel.run_round import run_pseudolabel_round
+from tool_modules import load_tool
+
+plans_configuration = load_tool("random_models").plans_configuration
 
 SHAPE = (20, 24, 28)            # z, y, x
 SPACING_XYZ = (1.5, 1.5, 2.0)   # the organ configuration's spacing: preprocessed seg == raw label, voxel for voxel
@@ -158,7 +160,7 @@ def run(dataset: FlareDataset, model: FakeOrganModel, **kwargs):
 def assert_consistent_round(dataset: FlareDataset, expected: dict[str, np.ndarray]) -> None:
     """Raw labels == expected; gt_segmentations and every preprocessed folder agree with them, as a fresh
     preprocessing of the new labels would write them; nnU-Net's data loader reads the data."""
-    check_dataset(dataset)
+    check_dataset_consistency(dataset)
     pre = dataset.preprocessed
     plans_manager = PlansManager(str(dataset.plans_file))
     dataset_json = json.loads((pre / "dataset.json").read_text())
@@ -270,7 +272,7 @@ def test_interrupted_round_leaves_old_round_and_rerun_completes(dataset: FlareDa
     # what nnU-Net reads is still exactly the old round, and consistent
     assert {k: v for k, v in snapshot(dataset.raw / "labelsTr", dataset.preprocessed).items()
             if not any(part.startswith(".") for part in Path(k).parts)} == before
-    check_dataset(dataset)
+    check_dataset_consistency(dataset)
     journal = rounds.load_journal(dataset)
     assert journal["current_round"] == 0 and journal["rounds"][-1]["state"] != "done"
     assert "unfinished" in rounds.describe_rounds(dataset)
@@ -314,7 +316,7 @@ def test_interruption_at_any_rename_is_finished_by_the_rerun(dataset: FlareDatas
     journal = rounds.load_journal(dataset)
     if journal["rounds"] and journal["rounds"][-1]["state"] == "switching":
         with pytest.raises(DatasetStateError, match="interrupted while its folders were being switched"):
-            check_dataset(dataset)
+            check_dataset_consistency(dataset)
     model = FakeOrganModel()
     result = run(dataset, model)
     assert result.round == 1

@@ -1,4 +1,4 @@
-"""Issue 18: inputs that read fine but are not what the command needs, the --report on resume, and a fuzz of
+"""Inputs that read fine but are not what the command needs, the --report on resume, and a fuzz of
 nnUNetv2_flare_predict's argument checks. In-process and on small arrays: a few seconds in all."""
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from nnunetv2_flare.cli_errors import UsageError
-from nnunetv2_flare.inference.input_checks import InputRefused
-from nnunetv2_flare.inference.predict_cli import parse_arguments
-from nnunetv2_flare.inference.report_merge import EARLIER_RUN_KEY
-from nnunetv2_flare.names import FOLLOW_ORGANS_ROUNDS
+from nnunetv2_flare.inference.batch.report import EARLIER_RUN_KEY
+from nnunetv2_flare.inference.cli.predict import parse_arguments
+from nnunetv2_flare.inference.core.settings import FOLLOW_ORGANS_ROUNDS
+from nnunetv2_flare.inference.inputs.checks import InputRefused
 from unusual_inputs import array_predictor, body_ct, with_array, write
 
 
@@ -113,7 +113,7 @@ def test_resuming_with_the_same_report_keeps_the_entries_of_finished_cases(tmp_p
 
 
 def test_an_unreadable_earlier_report_is_refused_not_replaced(tmp_path):
-    """Issue 36 changed this: a file that is not a prediction report is never written over (it used to be replaced
+    """A file that is not a prediction report is never written over (it used to be replaced
     with a warning, and so could be any file, the input CT included)."""
     put(body_ct(), tmp_path / "a_0000.nii.gz")
     report = tmp_path / "r.json"

@@ -120,7 +120,8 @@ def test_the_full_recipe_is_the_papers(tmp_path, monkeypatch):
     validation predicted on the CPU; nothing of the miniature's."""
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(name, raising=False)
-    recipe = load_tool("reproduce_flare24").build_recipe("full", tmp_path, tmp_path / "FLARE-Task2-LaptopSeg", 220, "cuda")
+    recipe = load_tool("reproduce_flare24").build_recipe("full", tmp_path, tmp_path / "FLARE-Task2-LaptopSeg", 220,
+                                                         "cuda")
     commands = {step.name: " ".join(step.command) for step in recipe.steps}
     assert [n for n in commands if "finetune" in n] == [f"5.{k}d_finetune_round{k}" for k in range(1, 5)]
     assert "_demo" not in " ".join(commands.values()) and not any(s.action for s in recipe.steps)

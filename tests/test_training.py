@@ -35,7 +35,8 @@ def _command(name: str) -> str:
 
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 900) -> str:
-    proc = subprocess.run([_command(args[0]), *args[1:]], env=env, capture_output=True, encoding="utf-8", timeout=timeout)
+    proc = subprocess.run([_command(args[0]), *args[1:]], env=env, capture_output=True, encoding="utf-8",
+                          timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout

@@ -1,4 +1,4 @@
-"""Defined behaviour for unusual input (issue 7), through the Python API the CLI uses: every case is either a
+"""Defined behaviour for unusual input, through the Python API the CLI uses: every case is either a
 correct result (with a warning where the user should know) or a refusal with a one-line reason, and a batch goes on.
 Networks are deterministic array functions (unusual_inputs.py) or label oracles, so each run takes milliseconds."""
 from __future__ import annotations
@@ -15,10 +15,9 @@ import SimpleITK as sitk
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cascade_oracles import LabelOracle, dice, real_data, tie_tolerant_ideal
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.input_checks import InputRefused, prepare_input
-from nnunetv2_flare.inference.orientation import plan_reorientation
+from cascade_oracles import LabelOracle, dice, predictor_from_networks, real_data, tie_tolerant_ideal
+from nnunetv2_flare.inference.inputs.checks import InputRefused, prepare_input
+from nnunetv2_flare.inference.inputs.orientation import plan_reorientation
 from unusual_inputs import (
     NORM,
     array_predictor,
@@ -130,7 +129,8 @@ def test_constant_and_non_ct_ranges_refused_small_positive_range_warned():
     a = sitk.GetArrayFromImage(image)
     refused(with_array(image, np.full_like(a, -1000)), "constant image")
     refused(with_array(image, (a + 1000) / 1500), "normalized image")
-    refused(with_array(image, np.clip(a + 1024, 0, 4095).astype(np.uint16)), r"values range \d+\.\.\d+ with nothing negative")
+    refused(with_array(image, np.clip(a + 1024, 0, 4095).astype(np.uint16)),
+            r"values range \d+\.\.\d+ with nothing negative")
     mr = np.where(a > -500, 300 + 2.5 * (a + 200), 0).astype(np.float32)  # dark background, bright tissue
     refused(with_array(image, mr), "an MR or a CT without its rescale")
     no_air = np.clip(a, -150, None)  # a CT cropped inside the body, or a non-CT with small values
@@ -157,7 +157,8 @@ def test_real_ct_with_minus_2048_padding_matches_clipped_copy():
     assert sitk.GetArrayViewFromImage(image).min() == -2048
     clipped = sitk.Clamp(image, lowerBound=-1024)
     big = dict(organ_patch_size=(32, 64, 64))
-    np.testing.assert_array_equal(labels(array_predictor(**big).run(image)), labels(array_predictor(**big).run(clipped)))
+    np.testing.assert_array_equal(labels(array_predictor(**big).run(image)),
+                                  labels(array_predictor(**big).run(clipped)))
 
 
 def test_integer_and_double_dtypes_give_the_int16_result():
@@ -279,8 +280,8 @@ def oracle_predictor(reference: sitk.Image, locator_reference: sitk.Image | None
     kwargs = dict(locator_size=(32, 32, 32), organ_patch_size=(32, 32, 32), organ_spacing=(4.0, 3.0, 3.0),
                   margin_mm=6.0, progress=False, min_component_side=4)
     kwargs.update(options)
-    return FlareCascadePredictor.from_networks(LabelOracle(locator_reference or reference, binary=True),
-                                               LabelOracle(reference), NORM, NORM, **kwargs)
+    return predictor_from_networks(LabelOracle(locator_reference or reference, binary=True),
+                                   LabelOracle(reference), NORM, NORM, **kwargs)
 
 
 def check_matches_ideal(result, reference: sitk.Image, min_dice: float = 0.98) -> None:

@@ -76,7 +76,8 @@ def write_tiny_dataset(raw_root: str | Path, dataset_id: int = 220, name: str = 
             _write(image.astype(np.int16), case_spacing, folder / "imagesTr" / f"{case}_0000.nii.gz")
             _write(label, case_spacing, folder / "labelsTr" / f"{case}.nii.gz")
         else:
-            _write(image.astype(np.int16), case_spacing, folder / "imagesTs" / f"tiny_test_{i - num_cases:03d}_0000.nii.gz")
+            _write(image.astype(np.int16), case_spacing,
+                   folder / "imagesTs" / f"tiny_test_{i - num_cases:03d}_0000.nii.gz")
     dataset_json = {
         "channel_names": {"0": "CT"},
         "labels": dataset_json_labels(),

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_flare.inference.backends import argmax_labels
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.model_loading import CTNormalization
+from cascade_oracles import predictor_from_networks
+from nnunetv2_flare.inference.models.backends import argmax_labels
+from nnunetv2_flare.inference.models.loading import CTNormalization
+from nnunetv2_flare.inference.predictor import FlareCascadePredictor
 from nnunetv2_flare.labels import NUM_CLASSES
 
 NORM = CTNormalization(-1000.0, 1000.0, 0.0, 200.0)
@@ -41,7 +42,7 @@ class ArrayOrganNet:
 
 def array_predictor(**options) -> FlareCascadePredictor:
     kwargs = {**SMALL, "progress": False, **options}
-    return FlareCascadePredictor.from_networks(ArrayLocator(), ArrayOrganNet(), NORM, NORM, **kwargs)
+    return predictor_from_networks(ArrayLocator(), ArrayOrganNet(), NORM, NORM, **kwargs)
 
 
 def body_ct(shape_zyx=(20, 40, 48), spacing_xyz=(1.6, 1.4, 3.0), padding: float | None = None,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,9 +81,9 @@ def write_nnunet_fullres(results: Path) -> str:
     """A default-style nnU-Net 3d_fullres model folder (PlainConvUNet 6 stages 32..320) with random weights."""
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from random_models import CT_INTENSITY_PROPERTIES, plans_configuration
 
     from nnunetv2_flare.atomic_io import write_json_atomic
-    from nnunetv2_flare.inference.random_models import CT_INTENSITY_PROPERTIES, plans_configuration
     from nnunetv2_flare.labels import dataset_json_labels
 
     dataset = "Dataset998_BenchFullres"
@@ -140,11 +139,13 @@ class FixedBoxLocator:
 def run_case(args) -> None:
     t0 = time.perf_counter()
     from nnunetv2_flare.atomic_io import write_image_atomic
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
     backend, precision = runtime(args.backend)
-    predictor = FlareCascadePredictor(args.m1, args.m2, threads=args.threads, progress=False, backend=backend,
-                                      precision=precision, window=args.window)
-    predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm, predictor.margin_mm)
+    predictor = FlareCascadePredictor.from_folders(
+        args.m1, args.m2, ModelSettings(threads=args.threads, backend=backend, precision=precision),
+        CascadeSettings(progress=False, window=args.window))
+    predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm,
+                                              predictor.cascade_settings.margin_mm)
     setup = time.perf_counter() - t0
     result = predictor.run(args.input)
     t = time.perf_counter()
@@ -206,8 +207,8 @@ def logits_ir(model_folder: Path) -> Path:
     kept next to it. The cascade's cached model ends in the argmax."""
     import openvino as ov
 
-    from nnunetv2_flare.inference.backends.openvino import convert
-    from nnunetv2_flare.inference.model_loading import load_phase
+    from nnunetv2_flare.inference.models.backends.openvino import convert
+    from nnunetv2_flare.inference.models.loading import load_phase
     path = model_folder / "fold_all" / "study_logits.xml"
     if not path.is_file():
         phase = load_phase(model_folder, backend="torch")
@@ -226,8 +227,8 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
     the median over rounds of torch's time over the runtime's time in the same round, with the same output."""
     import torch
 
-    from nnunetv2_flare.inference.cascade import set_threads
-    from nnunetv2_flare.inference.model_loading import load_phase
+    from nnunetv2_flare.inference.core.cascade import set_threads
+    from nnunetv2_flare.inference.models.loading import load_phase
     set_threads(threads)
     runners: dict[str, Callable[[], object]] = {}  # keyed "<setting> <output>"
     first: dict[str, float] = {}
@@ -242,9 +243,10 @@ def patch_latency(m2: Path, settings: list[str], threads: int, repeats: int = 7)
                 with torch.inference_mode():
                     return network(xt)
         else:
-            from nnunetv2_flare.inference.backends.openvino import compile_config, compile_on_cpu
+            from nnunetv2_flare.inference.models.backends.openvino import compile_config, compile_on_cpu
             request = compile_on_cpu(str(logits_ir(m2)), compile_config(precision, threads)).create_infer_request()
-            logits = (lambda request=request, x=x: request.infer({0: x}))
+            def logits(request=request, x=x):
+                return request.infer({0: x})
         runners[f"{setting} logits"] = logits
         runners[f"{setting} labels"] = (lambda m=phase.model, x=x: m(x, None))
         for key in (f"{setting} logits", f"{setting} labels"):
@@ -271,20 +273,14 @@ def label_agreement(a: Path, b: Path) -> float:
 # ---------------------------------------------------------------------------------------------- parent
 def timed(cmd: list[str], env: dict | None = None, timeout: float | None = None
           ) -> tuple[float, float, float, str]:
-    """Wall seconds, peak RSS (GB, from wait4), CPU seconds (user + system: a busy shared machine inflates wall time,
-    CPU time much less) of the command's process, and its output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8", env=env)
-    out_lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        out_lines.append(line)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]}... failed ({proc.returncode}):\n{''.join(out_lines[-30:])}")
-    return wall, usage.ru_maxrss / 1024 ** 2, usage.ru_utime + usage.ru_stime, "".join(out_lines)
+    """Wall seconds, peak RSS (GiB), CPU seconds (user + system: a busy shared machine inflates wall time, CPU time
+    much less) of the command's process (measure.py), and its output."""
+    from measure import run_measured_output
+
+    code, wall, cpu, peak_bytes, output = run_measured_output(cmd, env, timeout)
+    if code != 0:
+        raise RuntimeError(f"{cmd[:3]}... failed ({code}):\n{''.join(output.splitlines(keepends=True)[-30:])}")
+    return wall, peak_bytes / 1024 ** 3, cpu, output
 
 
 def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, threads: int
@@ -307,7 +303,7 @@ def nnunet_predict(input_file: Path, work: Path, dataset: str, results: Path, th
     cmd = [sys.executable, "-c", code, "nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", dataset,
            "-c", "3d_fullres", "-f", "all", "--disable_tta", "-device", "cpu", "-npp", "1", "-nps", "1"]
     _, _, _, text = timed(cmd, env)
-    line = [l for l in text.splitlines() if l.startswith("WALL")][-1].split()
+    line = [line for line in text.splitlines() if line.startswith("WALL")][-1].split()
     return float(line[1]), float(line[3]) / 1024 ** 2, float(line[5])
 
 
@@ -338,9 +334,9 @@ def main() -> None:
         return
 
     import torch
+    from random_models import write_random_cascade
 
-    from nnunetv2_flare.inference.backends import native_bf16, openvino_available
-    from nnunetv2_flare.inference.random_models import write_random_cascade
+    from nnunetv2_flare.inference.models.backends import native_bf16, openvino_available
     from nnunetv2_flare.window_shapes import WindowRange
     backends = args.backends or (["torch"] + (["openvino"] if openvino_available() else [])
                                  + (["openvino-bf16"] if openvino_available() and native_bf16() else []))
@@ -352,7 +348,7 @@ def main() -> None:
     m1, m2 = write_random_cascade(results, "Dataset220_FLAREBench", tiny=False,
                                   organ_window_range=WindowRange.around((96, 96, 96), 16, 6))
     if any(b.startswith("openvino") for b in backends):
-        from nnunetv2_flare.inference.model_loading import load_phase
+        from nnunetv2_flare.inference.models.loading import load_phase
         for name, folder in (("locator", m1), ("organ network", m2)):
             t = time.perf_counter()
             load_phase(folder, backend="openvino")  # the one-off conversion (cached next to the checkpoint)
@@ -387,7 +383,7 @@ def main() -> None:
                                  *map(str, args.box_mm), "--backend", backend, "--window", window,
                                  "--warm", str(args.warm), "--launched", repr(time.time()),
                                  "--_case", str(m1), str(m2), str(path), str(out)])
-        report = json.loads([l for l in text.splitlines() if l.startswith("RESULT ")][-1][7:])
+        report = json.loads([line for line in text.splitlines() if line.startswith("RESULT ")][-1][7:])
         # with --warm the process also ran the warm repeats: its CPU time is then not one case's
         case_cpu = cpu if args.warm == 0 else None
         row = {"case": label, "backend": backend, "window": window, "wall_s": report["cold_s"],
@@ -426,7 +422,7 @@ def cpu_name() -> str:
 
 
 def openvino_version() -> str:
-    from nnunetv2_flare.inference.backends import openvino_available
+    from nnunetv2_flare.inference.models.backends import openvino_available
     if not openvino_available():
         return "not installed"
     import openvino

@@ -60,9 +60,10 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(args.threads)
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-    from nnunetv2_flare.inference.model_loading import load_phase
-    from nnunetv2_flare.inference.random_models import write_random_cascade
+    from random_models import write_random_cascade
+
+    from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+    from nnunetv2_flare.inference.models.loading import load_phase
 
     results = Path(args.results or tempfile.mkdtemp(prefix="flare_folds_"))
     for k in range(args.folds):
@@ -80,8 +81,9 @@ def main(argv=None) -> int:
         for n in range(1, args.folds + 1):
             row = {"backend": backend, "folds": n, "patch_s": round(patch[n], 3)}
             if backend in args.case_backends:
-                predictor = FlareCascadePredictor(locator, organs, fold=list(range(n)), backend=backend,
-                                                  threads=args.threads, progress=False)
+                predictor = FlareCascadePredictor.from_folders(
+                    locator, organs, ModelSettings(fold=list(range(n)), backend=backend, threads=args.threads),
+                    CascadeSettings(progress=False))
                 case = predictor.run(args.case)
                 row.update(case_tiles=case.n_patches, case_segment_network_s=round(case.timings["segment_network"], 2),
                            case_total_s=round(case.timings["total"], 2))

@@ -8,7 +8,7 @@ in GiB and GB). Figures: docs/performance.md, "Memory at 512 x 512 x 1500".
     python tools/benchmark_huge.py --paper --backend torch --threads 1 --work /data/tmp   # runtime, threads, where
     python tools/benchmark_huge.py --paper --windows tiles fitted   # the organ network's windows, one after the other
 
-The command runs in its own process; its peak resident memory is that child's ru_maxrss. With OpenVINO a first,
+The command runs in its own process; its peak resident memory is that process's own (measure.py). With OpenVINO a first,
 unmeasured run on a 16-slice scan converts the networks (once per checkpoint, cached), so the measured run is what
 every later prediction does. Random weights make the locator's box random (often the whole volume), which is the worst
 case for memory. The random organ checkpoint records the window range of any-window training (6 patches' voxels), so
@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import run_measured
 
 TARGET_GB = 4.0  # issue 20: peak memory at 512 x 512 x 1500 on either runtime (GB = 1e9 bytes)
 
@@ -54,18 +53,6 @@ def write_huge(path: Path, slices: int, flip: bool) -> None:
     sitk.WriteImage(image, str(path), useCompression=False)
 
 
-def run_measured(cmd: list[str], log: Path) -> tuple[int, float, float, int]:
-    """(exit code, wall seconds, CPU seconds, peak resident bytes) of one command; its output goes to `log`. wait4
-    gives this child's own ru_maxrss (RUSAGE_CHILDREN would be the largest of all children so far). The CPU time
-    tells a slow run from a starved one on a shared host."""
-    with open(log, "w") as out:
-        t = time.time()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        return proc.returncode, time.time() - t, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024  # KiB
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--slices", type=int, default=1500)
@@ -78,7 +65,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the temporary files (made if missing; default: the system's temporary folder)")
     args = p.parse_args()
-    from nnunetv2_flare.inference.random_models import write_random_cascade
+    from random_models import write_random_cascade
+
     from nnunetv2_flare.window_shapes import WindowRange
 
     if args.work is not None:
@@ -88,7 +76,7 @@ def main() -> None:
         patch = (96, 96, 96)
         locator, organs = write_random_cascade(work / "results", tiny=not args.paper,
                                                organ_window_range=WindowRange.around(patch, 16, 6))
-        predict = [sys.executable, "-m", "nnunetv2_flare.inference.predict_cli", "-m1", str(locator), "-m2",
+        predict = [sys.executable, "-m", "nnunetv2_flare.inference.cli.predict", "-m1", str(locator), "-m2",
                    str(organs), "--disable_progress_bar", "--backend", args.backend] + \
             (["--threads", str(args.threads)] if args.threads else [])
         if args.backend != "torch":  # convert and cache the networks first, unmeasured

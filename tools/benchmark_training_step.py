@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from benchmark_cascade import cpu_flags
 from torch import nn
 
-from nnunetv2_flare.inference.model_loading import resolve_configuration
+from nnunetv2_flare.inference.models.loading import resolve_configuration
 from nnunetv2_flare.networks import FlareOrganNet
 from nnunetv2_flare.networks.building_blocks.depthwise_conv import DepthwiseConv3d
 
@@ -37,7 +37,7 @@ PLANS_TEMPLATE = Path(__file__).resolve().parents[1] / "plans" / "flare_plans.js
 def with_plain_convs(network: nn.Module) -> nn.Module:
     """A copy whose DepthwiseConv3d modules are nn.Conv3d with the same weights (PyTorch's backward)."""
     plain = copy.deepcopy(network)
-    for name, module in list(plain.named_modules()):
+    for _, module in list(plain.named_modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is DepthwiseConv3d:
                 conv = nn.Conv3d(child.in_channels, child.out_channels, child.kernel_size, padding=child.padding,

@@ -22,24 +22,24 @@ import torch
 from nnunetv2_flare.atomic_io import write_image_atomic
 from nnunetv2_flare.evaluation.evaluate_folders import evaluate_folders
 from nnunetv2_flare.evaluation.metrics import foreground_agreement
-from nnunetv2_flare.inference.backends import argmax_labels
-from nnunetv2_flare.inference.cascade import FlareCascadePredictor
-from nnunetv2_flare.inference.image_io import list_cases
-from nnunetv2_flare.names import RESTORE_MODES
+from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
+from nnunetv2_flare.inference.core.settings import RESTORE_MODES
+from nnunetv2_flare.inference.inputs.reading import list_cases
+from nnunetv2_flare.inference.models.backends import argmax_labels
 
 
 def demo_folders(demo: Path) -> tuple[Path, Path, Path, Path]:
     from nnunetv2_flare.demo import (
         DEMO_CONFIGURATION,
         DEMO_LOCATOR_CONFIGURATION,
-        LOCATOR_TRAINER,
-        ORGAN_TRAINER,
+        DEMO_LOCATOR_TRAINER,
+        DEMO_ORGAN_TRAINER,
         PLANS,
     )
     results = next((demo / "nnUNet_results").glob("Dataset*"))
     raw = demo / "nnUNet_raw" / results.name
-    return (results / f"{LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}",
-            results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", raw / "imagesTs", raw / "labelsTs")
+    return (results / f"{DEMO_LOCATOR_TRAINER}__{PLANS}__{DEMO_LOCATOR_CONFIGURATION}",
+            results / f"{DEMO_ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}", raw / "imagesTs", raw / "labelsTs")
 
 
 class Bf16Emulation:
@@ -63,8 +63,9 @@ def make_predictor(m1: Path, m2: Path, setting: str, overlap: float, restore: st
     'torch-bf16' (Bf16Emulation)."""
     backend = setting.removesuffix("-bf16")
     precision = "bf16" if setting == "openvino-bf16" else "fp32"
-    predictor = FlareCascadePredictor(m1, m2, backend=backend, precision=precision, tile_min_overlap=overlap,
-                                      progress=False, restore=restore)
+    predictor = FlareCascadePredictor.from_folders(
+        m1, m2, ModelSettings(backend=backend, precision=precision),
+        CascadeSettings(tile_min_overlap=overlap, progress=False, restore=restore))
     if setting == "torch-bf16":
         predictor.organs.model = Bf16Emulation(predictor.organs.model)
     return predictor

@@ -113,7 +113,7 @@ def load_references(selection: str) -> list[Reference]:
 # --- perturbations (prediction = f(reference labels, rng)) ------------------------------------------------------
 
 def _present(labels: np.ndarray) -> list[int]:
-    return [l for l in LABELS if (labels == l).any()]
+    return [label for label in LABELS if (labels == label).any()]
 
 
 def erode(labels: np.ndarray, rng: np.random.Generator, iterations: int = 1) -> np.ndarray:
@@ -162,7 +162,7 @@ def drop_organs(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def false_organs(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Blobs of organs the reference does not have, in its background, plus an eroded rest."""
     out = erode(labels, rng)
-    absent = [l for l in LABELS if l not in _present(labels)]
+    absent = [label for label in LABELS if label not in _present(labels)]
     grid = np.indices(labels.shape, dtype=np.float32)
     for k, label in enumerate(absent[:3]):
         centre = [s * (0.25 + 0.25 * k) for s in labels.shape]
@@ -180,7 +180,7 @@ def _slice_range(mask: np.ndarray) -> tuple[int, int]:
 def cut_tubes(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Tubes predicted on part of their range only, or continued beyond the reference's last slice."""
     out = labels.copy()
-    tubes = [l for l in Z_RANGE_RESTRICTED if (labels == l).any()]
+    tubes = [label for label in Z_RANGE_RESTRICTED if (labels == label).any()]
     for k, label in enumerate(tubes):
         mask = labels == label
         first, last = _slice_range(mask)
@@ -355,7 +355,8 @@ def differences(official: Scores, ours: Scores) -> dict[str, dict[int, float]]:
     """Largest |ours - official| per metric and organ over all cases both scored."""
     if set(official) != set(ours):
         raise AssertionError(f"cases differ: {sorted(set(official) ^ set(ours))}")
-    return {metric: {l: max(abs(ours[c][metric][l] - official[c][metric][l]) for c in official) for l in LABELS}
+    return {metric: {label: max(abs(ours[c][metric][label] - official[c][metric][label]) for c in official)
+                     for label in LABELS}
             for metric in ("DSC", "NSD")}
 
 

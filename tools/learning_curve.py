@@ -2,13 +2,14 @@
 PlainConvUNet of similar size, on the same preprocessed phantoms, the same sampling, loss and optimiser.
 
     nnUNetv2_flare_demo -o flare_demo            # (or any run that preprocessed flare_organs_demo)
-    python tools/learning_curve.py --data flare_demo/nnUNet_preprocessed/Dataset900_FlarePhantoms/FlarePlans_flare_organs_demo \
+    python tools/learning_curve.py \
+        --data flare_demo/nnUNet_preprocessed/Dataset900_FlarePhantoms/FlarePlans_flare_organs_demo \
         --iterations 1500 --eval_every 250 -o docs/learning_curve
 
 The loop is the demo trainer's recipe without nnU-Net's trainer around it (so that both networks are timed the same
 way): patches of the demo's size from the preprocessed cases held in memory, 5 of 6 centred on a random organ (of a
-random class: nnU-Net's oversampling), nnU-Net's own Dice + cross-entropy loss and deep-supervision weights, AdamW with a
-linear warm-up and cosine annealing, no augmentation. The last `--test` cases are held out. DSC is FLARE's (an organ
+random class: nnU-Net's oversampling), nnU-Net's own Dice + cross-entropy loss and deep-supervision weights, AdamW with
+a linear warm-up and cosine annealing, no augmentation. The last `--test` cases are held out. DSC is FLARE's (an organ
 absent from both scores 1) on the preprocessed grid of the held-out cases (cropped to their labelled foreground),
 averaged over the 13 organs; the demo itself scores the whole cascade on the original grid. CPU seconds are the
 process's CPU time spent in training steps (evaluation excluded). Writes OUT.json, OUT.md (a table) and OUT.png.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from nnunetv2_flare.evaluation.metrics import dice
+from nnunetv2_flare.inference.core.sliding_window import sliding_window_labels
+from nnunetv2_flare.inference.models.backends.torch import NetworkModel
 from nnunetv2_flare.labels import FLARE_ORGANS, NUM_CLASSES
 from nnunetv2_flare.networks.building_blocks.helpers import init_weights
 from nnunetv2_flare.training.demo_trainers import DEMO_ORGAN_LR
@@ -101,30 +103,24 @@ def nnunet_loss(num_outputs: int) -> torch.nn.Module:
 
 
 def scaled_targets(target: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The label patch at each output's resolution (nearest neighbour), shaped (b, 1, ...) as nnU-Net's loss takes it."""
+    """The label patch at each output's resolution (nearest neighbour), shaped (b, 1, ...) as nnU-Net's loss takes
+    it."""
     return [F.interpolate(target[:, None].float(), size=o.shape[2:], mode="nearest") for o in outputs]
 
 
 @torch.no_grad()
 def held_out_dsc(network: torch.nn.Module, cases: list[tuple[np.ndarray, np.ndarray]], patch: tuple[int, ...]
                  ) -> np.ndarray:
-    """Per-organ DSC averaged over the cases: sliding window with half-patch steps, averaged probabilities."""
-    network.eval()
+    """Per-organ DSC averaged over the cases: the cascade's sliding window (sliding_window.py) with tiles overlapping
+    by at least half a patch, each voxel labelled by the tile whose centre is nearest."""
     network.decoder.deep_supervision = False
+    model = NetworkModel(network)  # evaluation mode
     per_case = []
     for image, seg in cases:
         pad = [(0, max(0, p - n)) for n, p in zip(image.shape, patch)]
-        volume = np.pad(image, pad, constant_values=float(image.min()))
-        starts = [sorted({int(round(k * (n - p) / max(1, math.ceil((n - p) / (p / 2)))))
-                          for k in range(math.ceil((n - p) / (p / 2)) + 1)}) for n, p in zip(volume.shape, patch)]
-        probabilities = torch.zeros((NUM_CLASSES, *volume.shape))
-        for z in starts[0]:
-            for y in starts[1]:
-                for x in starts[2]:
-                    window = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
-                    logits = network(torch.from_numpy(volume[window])[None, None])
-                    probabilities[(slice(None), *window)] += logits[0].softmax(0)
-        labels = probabilities.argmax(0).numpy()[tuple(slice(0, n) for n in image.shape)]
+        volume = np.pad(image, pad, constant_values=float(image.min())).astype(np.float32)
+        labels = sliding_window_labels(volume, patch, model, lambda start: None, min_overlap=0.5,
+                                       progress=False)[tuple(slice(0, n) for n in image.shape)]
         per_case.append([dice(seg == c, labels == c) for c in FLARE_ORGANS])
     network.decoder.deep_supervision = True
     network.train()
@@ -159,7 +155,8 @@ def learning_curve(name: str, train: list, test: list, args: argparse.Namespace)
         if iteration % args.eval_every == 0 or iteration == args.iterations:
             organs = held_out_dsc(network, test, tuple(args.patch))
             points.append({"network": name, "iteration": iteration, "cpu_seconds": round(cpu_seconds, 1),
-                           "wall_seconds": round(wall_seconds, 1), "loss": loss.item(), "mean_DSC": float(organs.mean()),
+                           "wall_seconds": round(wall_seconds, 1), "loss": loss.item(),
+                           "mean_DSC": float(organs.mean()),
                            "DSC": {FLARE_ORGANS[c]: float(v) for c, v in zip(FLARE_ORGANS, organs)}})
             print(f"{name:>6} it {iteration:>5}  cpu {cpu_seconds:>7.0f} s  loss {loss.item():.3f}  "
                   f"held-out mean DSC {organs.mean():.3f}", flush=True)
@@ -172,9 +169,11 @@ def write_outputs(points: list[dict], args: argparse.Namespace, output: Path) ->
     import matplotlib.pyplot as plt
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    output.with_suffix(".json").write_text(json.dumps({"settings": vars(args) | {"data": str(args.data), "o": str(args.o)},
-                                                       "machine": machine, "points": points}, indent=1))
+    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}")
+    settings = vars(args) | {"data": str(args.data), "o": str(args.o)}
+    output.with_suffix(".json").write_text(json.dumps({"settings": settings, "machine": machine, "points": points},
+                                                      indent=1))
     lines = ["| network | iterations | CPU s | wall s | held-out mean DSC |", "|---|---|---|---|---|"]
     lines += [f"| {p['network']} | {p['iteration']} | {p['cpu_seconds']:.0f} | {p['wall_seconds']:.0f} | "
               f"{p['mean_DSC']:.3f} |" for p in points]

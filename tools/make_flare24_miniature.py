@@ -14,9 +14,10 @@ FLARE-Task2-LaptopSeg/
   validation/Validation-Hidden-Images/FLARETs_0003_0000.nii.gz ...  (no labels released)
 
 Expert labels (train_gt_label, validation) are the phantoms' own. Phantoms whose slices are thicker than the cascade
-accepts from a CT (20 mm; the tiny grid scales clinical slices by 8) are drawn again. The two pseudo-label sets are those labels with
-the defect the paper describes in the organisers' pseudo-labels, breaks: each case loses a band of slices of two of
-its organs (a different band and organs in each set), the gaps that the label-combining rounds are meant to fill.
+accepts from a CT (20 mm; the tiny grid scales clinical slices by 8) are drawn again. The two pseudo-label sets are
+those labels with the defect the paper describes in the organisers' pseudo-labels, breaks: each case loses a band of
+slices of two of its organs (a different band and organs in each set), the gaps that the label-combining rounds are
+meant to fill.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_flare.atomic_io import write_image_atomic
-from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM
+from nnunetv2_flare.inference.inputs.checks import MAX_SPACING_MM
 from nnunetv2_flare.phantoms.generator import make_phantom_arrays
 
 RELEASE = "FLARE-Task2-LaptopSeg"

@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cases:
         print(f"no real CTs found under {REAL}", file=sys.stderr)
         return 1
-    from nnunetv2_flare.inference import predict_cli
+    from nnunetv2_flare.inference.cli import predict as predict_cli
     rows = {}
     for case in cases:
         output = args.o / f"{case.name}.nii.gz"

@@ -31,8 +31,8 @@ from typing import Callable
 from nnunetv2_flare.demo import (
     DEMO_CONFIGURATION,
     DEMO_LOCATOR_CONFIGURATION,
-    LOCATOR_TRAINER as DEMO_LOCATOR_TRAINER,
-    ORGAN_TRAINER as DEMO_ORGAN_TRAINER,
+    DEMO_LOCATOR_TRAINER,
+    DEMO_ORGAN_TRAINER,
     SMOKE,
     DemoSettings,
     Stage,
@@ -157,7 +157,8 @@ def build_recipe(size: str, output: Path, release: Path | None, dataset_id: int,
 
 def shown(command: list[str]) -> str:
     """The command as a user would type it: console scripts by name."""
-    first = Path(command[0]).name if command[0].startswith("/") and "python" not in Path(command[0]).name else command[0]
+    program = Path(command[0]).name
+    first = program if command[0].startswith("/") and "python" not in program else command[0]
     return shlex.join([first, *command[1:]])
 
 

@@ -7,10 +7,10 @@ The organ network's stem convolves with stride 2, and its full-resolution logits
 of the half-resolution features: its boundaries are decided on a grid of twice the working spacing
 (`--output_stride 2`, the default), with at most what that last layer learns in between. Labels are resampled as
 nnU-Net's preprocessing does (`resample_torch_fornnunet`, one-hot linear), then back to the reference grid by
-linearly interpolated one-hot scores (the same function; the cascade's `--restore linear` interpolates its class
-scores the same way with its own resize) and labelled by argmax. Not an upper bound in the strict sense (a network can place an edge between its
-output voxels); a measure of how much a grid blurs each organ. Prints a Markdown table: mean DSC per organ and spacing
-("-": the organ is in no reference).
+linearly interpolated one-hot scores (the same function; the cascade's `--restore linear` interpolates its class scores
+the same way with its own resize) and labelled by argmax. Not an upper bound in the strict sense (a network can place an
+edge between its output voxels); a measure of how much a grid blurs each organ. Prints a Markdown table: mean DSC per
+organ and spacing ("-": the organ is in no reference).
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def quantize(model, calibration: list[np.ndarray], fp32_patterns: list[str]):
 
 
 def compile_model(core, model, threads: int):
-    from nnunetv2_flare.inference.backends.openvino import compile_config
+    from nnunetv2_flare.inference.models.backends.openvino import compile_config
     return core.compile_model(model, "CPU", compile_config("fp32", threads)).create_infer_request()
 
 
@@ -76,7 +76,7 @@ def print_turns(runners: dict[str, Callable[[], object]], repeats: int, title: s
 
 
 def paper_network(work: Path) -> Path:
-    from nnunetv2_flare.inference.random_models import write_random_cascade
+    from random_models import write_random_cascade
     return write_random_cascade(work, "Dataset220_FLAREBench", tiny=False)[1]
 
 
@@ -95,7 +95,7 @@ def other_runtimes(core, organs: Path, threads: int, repeats: int, which: list[s
 
     import torch
 
-    from nnunetv2_flare.inference.model_loading import load_phase
+    from nnunetv2_flare.inference.models.loading import load_phase
     from nnunetv2_flare.networks.inference_graph import build_inference_graph
     torch.set_num_threads(threads)
     network = load_phase(organs, backend="torch").model.network
@@ -125,9 +125,9 @@ def other_runtimes(core, organs: Path, threads: int, repeats: int, which: list[s
 def accuracy(core, demo: Path, threads: int, n_calibration: int, n_held_out: int) -> None:
     import json
 
-    from nnunetv2_flare.demo import DEMO_CONFIGURATION, ORGAN_TRAINER, PLANS
+    from nnunetv2_flare.demo import DEMO_CONFIGURATION, DEMO_ORGAN_TRAINER, PLANS
     results = next((demo / "nnUNet_results").glob("Dataset*"))
-    organs = results / f"{ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}"
+    organs = results / f"{DEMO_ORGAN_TRAINER}__{PLANS}__{DEMO_CONFIGURATION}"
     plans = json.loads((organs / "plans.json").read_text())
     config = plans["configurations"][DEMO_CONFIGURATION]
     folder = demo / "nnUNet_preprocessed" / results.name / config["data_identifier"]

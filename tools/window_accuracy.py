@@ -33,7 +33,7 @@ from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.demo import (
     DEMO_CONFIGURATION,
     DEMO_LOCATOR_CONFIGURATION,
-    LOCATOR_TRAINER,
+    DEMO_LOCATOR_TRAINER as LOCATOR_TRAINER,
     DemoSettings,
     Stage,
     _command,

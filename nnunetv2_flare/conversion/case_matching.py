@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from nnunetv2_flare.inference.image_io import CHANNEL_SUFFIX
+from nnunetv2_flare.inference.inputs.reading import CHANNEL_SUFFIX
 
 FILE_ENDING = ".nii.gz"  # every FLARE release ships gzipped NIfTI
 IGNORED_FOLDERS = ("__MACOSX",)  # macOS archive metadata in FLARE24's pseudo-label archives

@@ -35,7 +35,7 @@ from nnunetv2_flare.conversion.case_matching import (
     match_cases,
 )
 from nnunetv2_flare.conversion.layouts import LABELLED, LayoutError, ReleaseLayout, recognise_layout
-from nnunetv2_flare.inference.image_io import CHANNEL_SUFFIX
+from nnunetv2_flare.inference.inputs.reading import CHANNEL_SUFFIX
 from nnunetv2_flare.labels import flare_dataset_json
 
 T, R = TypeVar("T"), TypeVar("R")

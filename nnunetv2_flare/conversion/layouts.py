@@ -1,4 +1,4 @@
-"""The folder layouts of FLARE's public releases, and which one a folder is (docs/reproduce-flare24.md lists where
+"""The folder layouts of FLARE's public releases, and which one a folder is (docs/conversion.md lists where
 each was read).
 
 - FLARE24 Task 2 (`FLARE-Task2-LaptopSeg`): `train_gt_label/{imagesTr,labelsTr}` (50 expert-labelled cases),
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from nnunetv2_flare.cli_errors import UsageError
+from nnunetv2_flare.errors import UsageError
 
 LABELLED, PSEUDO, VALIDATION = "labelled", "pseudo-labelled", "validation"
 ARCHIVE_ENDINGS = (".zip", ".7z", ".tar.gz", ".tgz", ".tar")

@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_labels(labels: list[int] | None) -> None:
     unknown = sorted(set(labels or ()) - set(FLARE_ORGANS))
     if unknown:
-        raise UsageError(f"-l {' '.join(map(str, unknown))}: not FLARE organ ids; give ids among 1..{len(FLARE_ORGANS)}.")
+        raise UsageError(f"-l {' '.join(map(str, unknown))}: not FLARE organ ids; give ids among "
+                         f"1..{len(FLARE_ORGANS)}.")
 
 
 def is_summary(data: object) -> bool:

@@ -41,7 +41,7 @@ def flare_array_and_spacing(image: sitk.Image) -> tuple[np.ndarray, tuple[float,
 def label_file_header(path: Path) -> sitk.ImageFileReader:
     """The header of a label file after checking the file is complete (ITK reads a truncated NIfTI without an
     error and fills the gap with zeros) and readable; ValueError naming the file otherwise."""
-    from nnunetv2_flare.inference.input_checks import InputRefused, check_file_complete
+    from nnunetv2_flare.inference.inputs.checks import InputRefused, check_file_complete
 
     try:
         check_file_complete(path)
@@ -132,7 +132,7 @@ def evaluate_folders(ref_folder: str | Path, pred_folder: str | Path, labels: It
         reference = label_file_header(ref_folder / name)
         if name in matched:
             _check_same_grid(reference, label_file_header(matched[name]), name)
-    labels = sorted(FLARE_ORGANS) if labels is None else sorted(int(l) for l in labels)
+    labels = sorted(FLARE_ORGANS) if labels is None else sorted(int(label) for label in labels)
     cases = [evaluate_files(ref_folder / name, matched.get(name), labels)
              for name in tqdm(ref_files, desc="evaluating", disable=not progress)]
     return summarize(cases, labels, [name for name in pred_files if name not in ref_files])
@@ -145,14 +145,14 @@ def label_files(folder: Path, file_ending: str) -> list[str]:
 
 def summarize(cases: list[dict], labels: Sequence[int], unmatched: Sequence[str] = ()) -> dict:
     def organ_means(metric: str) -> dict[str, float]:
-        return {FLARE_ORGANS[l]: float(np.mean([c[metric][l] for c in cases])) for l in labels}
+        return {FLARE_ORGANS[label]: float(np.mean([c[metric][label] for c in cases])) for label in labels}
 
     return {
-        "labels": {str(l): FLARE_ORGANS[l] for l in labels},
-        "nsd_tolerance_mm": {FLARE_ORGANS[l]: NSD_TOLERANCE_MM[l] for l in labels},
+        "labels": {str(label): FLARE_ORGANS[label] for label in labels},
+        "nsd_tolerance_mm": {FLARE_ORGANS[label]: NSD_TOLERANCE_MM[label] for label in labels},
         "rules": {
             "absent_in_both": "DSC = NSD = 1", "absent_in_one": "DSC = NSD = 0",
-            "z_range_restricted": [FLARE_ORGANS[l] for l in Z_RANGE_RESTRICTED],
+            "z_range_restricted": [FLARE_ORGANS[label] for label in Z_RANGE_RESTRICTED],
             "z_range": "reference's [first, last) labelled slice along the third (nibabel) axis; "
                        "the one slice where it is labelled on one slice only",
             "nsd_zero_below_dsc": NSD_DSC_THRESHOLD,
@@ -166,8 +166,8 @@ def summarize(cases: list[dict], labels: Sequence[int], unmatched: Sequence[str]
         "mean_DSC": float(np.mean([c["mean_DSC"] for c in cases])),
         "mean_NSD": float(np.mean([c["mean_NSD"] for c in cases])),
         "per_organ": {"DSC": organ_means("DSC"), "NSD": organ_means("NSD")},
-        "per_case": [{**c, "DSC": {FLARE_ORGANS[l]: v for l, v in c["DSC"].items()},
-                      "NSD": {FLARE_ORGANS[l]: v for l, v in c["NSD"].items()}} for c in cases],
+        "per_case": [{**c, "DSC": {FLARE_ORGANS[label]: v for label, v in c["DSC"].items()},
+                      "NSD": {FLARE_ORGANS[label]: v for label, v in c["NSD"].items()}} for c in cases],
     }
 
 

@@ -5,7 +5,7 @@ transposed (`sitk_array.transpose(2, 1, 0)`) and the spacing is `image.GetSpacin
 slice axis: the corner-cell triangulation and the distance transform are not symmetric under axis permutations
 to the last bit, and FLARE's numbers come from this order.
 
-The rules (docs/evaluation.md, ../shared/docs/method.md):
+The rules (docs/evaluation.md, docs/method.md):
 - organ absent in both reference and prediction: DSC = NSD = 1; absent in only one: DSC = NSD = 0 (decided on the
   whole volumes, before any slice cut);
 - aorta, IVC and esophagus (`Z_RANGE_RESTRICTED`): both masks are cut to the reference's slice range along the third
@@ -225,8 +225,8 @@ def evaluate_case(ref_arr: np.ndarray, pred_arr: np.ndarray, spacing: Sequence[f
                          "be on the reference's grid (nnUNetv2_flare_predict writes it on the input's grid)")
     if ref_arr.ndim != 3 or len(spacing) != 3:
         raise ValueError(f"need 3-d label maps and 3 spacings, got shape {ref_arr.shape} and spacing {tuple(spacing)}")
-    labels = sorted(FLARE_ORGANS) if labels is None else [int(l) for l in labels]
-    unknown = [l for l in labels if l not in NSD_TOLERANCE_MM]
+    labels = sorted(FLARE_ORGANS) if labels is None else [int(label) for label in labels]
+    unknown = [label for label in labels if label not in NSD_TOLERANCE_MM]
     if unknown:
         raise ValueError(f"labels {unknown} are not FLARE organs; choose from {sorted(FLARE_ORGANS)}")
     spacing = tuple(float(s) for s in spacing)

@@ -28,11 +28,6 @@ class VoxelGrid:
     direction: tuple[float, ...]
 
     @classmethod
-    def of_image(cls, image: sitk.Image) -> "VoxelGrid":
-        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
-                   tuple(image.GetDirection()))
-
-    @classmethod
     def subgrid(cls, image: sitk.Image, offset_zyx: Sequence[float], scale_zyx: Sequence[float],
                 size_zyx: Sequence[int]) -> "VoxelGrid":
         """The grid whose voxel q (array order) sits at the image's continuous index offset + q * scale."""
@@ -127,12 +122,11 @@ def resize_linear(volume: np.ndarray, out_shape: Sequence[int], slices_per_chunk
 
     Separable, the in-plane axes first, then axis 0, one chunk of output slices at a time: each chunk resizes in
     plane only the input slices it interpolates between (shrinking along axis 0 leaves some slices unused). So only
-    the output and a few slices exist as float32, never a float copy of the input nor its in-plane resize (at
-    512 x 512 x 1500 that one was 0.4 GB, plus 0.5 GB of temporaries along axis 0). Every output voxel sees the same
-    operations in the same order as in a whole-volume resize, so the chunking does not change a bit of the result.
-    Chunks of 4 slices were the fastest here (1.5x faster than the whole-volume resize at 400 x 512 x 512 ->
-    160 x 266 x 266; chunks of 16 were not). The weights are torch's trilinear ones; NumPy only, so that a prediction
-    on OpenVINO never imports torch (2 s of a cold start)."""
+    the output and a few slices exist as float32, never a float copy of the input nor its in-plane resize (the
+    memory a huge scan would otherwise need twice over). Every output voxel sees the same operations in the same order
+    as in a whole-volume resize, so the chunking does not change a bit of the result. Small chunks keep the working
+    set in cache, which also makes this faster than a whole-volume resize. The weights are torch's trilinear ones;
+    NumPy only, so that a prediction on OpenVINO never imports torch (seconds of a cold start)."""
     out_shape = tuple(int(s) for s in out_shape)
     out = np.empty(out_shape, dtype=np.float32)
     if volume.shape[0] == out_shape[0]:  # nothing to interpolate along axis 0

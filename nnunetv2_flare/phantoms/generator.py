@@ -122,7 +122,8 @@ def make_phantom_arrays(seed: int | np.random.SeedSequence, scale: float | str =
     """One phantom as arrays plus header. `scale`: 1.0 or "full" = clinical 512 x 512 grids, "half", "small"
     (0.25: 128 x 128, voxels 4x larger per axis) or "tiny" (0.125), or any factor. `fov`: one of
     `scan.FOVS` ("upper_abdomen", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis"); random if None.
-    `flips`: (x, y, z) header flips; random if None. Same seed, scale and fov: the same patient and voxels whatever `flips`."""
+    `flips`: (x, y, z) header flips; random if None. Same seed, scale and fov: the same patient and voxels whatever
+    `flips`."""
     if isinstance(scale, str):
         if scale not in SHAPES:
             raise ValueError(f"unknown shape '{scale}'; choose from {list(SHAPES)} or give a number")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnunetv2_flare.inference.input_checks import MAX_SPACING_MM
+from nnunetv2_flare.inference.inputs.checks import MAX_SPACING_MM
 
 # field of view along z in template mm (top, bottom ranges) and how often each occurs
 FOVS: dict[str, tuple[tuple[float, float], tuple[float, float], float]] = {

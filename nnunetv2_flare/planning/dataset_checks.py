@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from nnunetv2_flare.cli_errors import UsageError
+from nnunetv2_flare.errors import UsageError
 from nnunetv2_flare.labels import FLARE_ORGANS
 
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed")
@@ -85,7 +85,7 @@ def require_flare_labels(dataset_json: dict, dataset_name: str) -> None:
                          f"nnunetv2_flare.labels.dataset_json_labels().")
 
 
-def check_dataset(dataset_id: int) -> str:
+def check_raw_dataset(dataset_id: int) -> str:
     """All checks of one dataset; returns its name (Dataset<id>_<name>)."""
     from nnunetv2_flare.planning.flare_planner import require_single_ct_channel
 

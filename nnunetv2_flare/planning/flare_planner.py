@@ -5,7 +5,7 @@ contributes the locator's nominal spacing, median sizes, the reader/writer and t
 
 NIfTI datasets are read with nnU-Net's `NibabelIOWithReorient`: every case reaches the networks in one voxel
 orientation (RAS), as the cascade gives it at inference (it reads the orientation from the plans, see
-inference/model_loading.py), and nnU-Net writes its validation labels back in each file's own orientation. Read
+inference/models/loading.py), and nnU-Net writes its validation labels back in each file's own orientation. Read
 as stored, a dataset whose headers differ in flips teaches the networks a left kidney on both sides.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ from nnunetv2_flare.names import (
     PLANS,
 )
 from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_REFERENCE_FOLDER, write_abdomen_references
-from nnunetv2_flare.planning.dataset_checks import check_dataset, read_dataset_json
+from nnunetv2_flare.planning.dataset_checks import check_raw_dataset, read_dataset_json
 from nnunetv2_flare.planning.flare_planner import FlarePlanner
 from nnunetv2_flare.planning.preprocessors import FlareLocatorPreprocessor, training_preprocessor_class
 
@@ -60,7 +60,7 @@ def plan_and_preprocess(dataset_id: int, configurations: Sequence[str] = DEFAULT
     `configurations`. Returns the plans file."""
     if num_processes < 1:
         raise UsageError(f"-np must be at least 1, got {num_processes}")
-    dataset_name = check_dataset(dataset_id)  # every refusal before the (slow) fingerprint writes anything
+    dataset_name = check_raw_dataset(dataset_id)  # every refusal before the (slow) fingerprint writes anything
     print(f"Fingerprint of {dataset_name}")
     extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
                                 check_dataset_integrity=verify_dataset_integrity, clean=clean, verbose=verbose)
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.np < 1:
             raise UsageError(f"-np must be at least 1, got {args.np}")
         for dataset_id in args.d:  # all datasets checked before the first one is planned
-            check_dataset(dataset_id)
+            check_raw_dataset(dataset_id)
         for dataset_id in args.d:
             plans_file = plan_and_preprocess(dataset_id, args.c, args.np, args.verify_dataset_integrity, args.clean,
                                              args.overwrite_plans, not args.no_pp, args.verbose)

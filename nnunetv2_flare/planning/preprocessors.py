@@ -20,8 +20,9 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import TRAINING_CROP_MARGIN_MM
 from nnunetv2_flare.planning.abdomen_labels import abdomen_dataset_json, binarize
+
+TRAINING_CROP_MARGIN_MM = 10.0  # mm per side around the labelled foreground of the organ network's training data
 
 
 def _transposed(values: Sequence, transpose_forward: Sequence[int]) -> list:
@@ -141,5 +142,6 @@ TRAINING_PREPROCESSORS: dict[str, type[DefaultPreprocessor]] = {
 def training_preprocessor_class(configuration: dict) -> type[DefaultPreprocessor]:
     name = configuration.get("flare_training_preprocessor", configuration["preprocessor_name"])
     if name not in TRAINING_PREPROCESSORS:
-        raise ValueError(f"unknown training preprocessor {name!r} in the plans; known: {sorted(TRAINING_PREPROCESSORS)}")
+        raise ValueError(f"unknown training preprocessor {name!r} in the plans; known: "
+                         f"{sorted(TRAINING_PREPROCESSORS)}")
     return TRAINING_PREPROCESSORS[name]

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
-from nnunetv2_flare.inference.request_record import model_digest
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT, PLANS
+from nnunetv2_flare.inference.core.settings import CASCADE_MARGIN_MM
+from nnunetv2_flare.inference.models.digests import model_digest
+from nnunetv2_flare.names import CHECKPOINT, PLANS
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset
 from nnunetv2_flare.pseudolabel.manual_rounds import record_edits, restore_round

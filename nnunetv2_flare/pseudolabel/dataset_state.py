@@ -151,7 +151,7 @@ def case_problems(dataset: FlareDataset, case: str, configurations: Iterable[str
     return problems
 
 
-def check_dataset(dataset: FlareDataset, cases: list[str] | None = None) -> None:
+def check_dataset_consistency(dataset: FlareDataset, cases: list[str] | None = None) -> None:
     """Refuse (DatasetStateError) unless labels, images and preprocessed data agree for every case
     (`case_problems`). All problems are collected and reported together."""
     cases = dataset.cases if cases is None else cases

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunetv2_flare.atomic_io import atomic_path
-from nnunetv2_flare.inference.request_record import file_digest
+from nnunetv2_flare.inference.models.digests import file_digest
 from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset
 
 Manifest = dict[str, str]  # case id -> SHA-256 of its label file

@@ -1,13 +1,13 @@
 """The model a pseudo-label round is given, checked before anything is read or written: the files prediction needs
-(`model_loading.read_model_folder`, as `nnUNetv2_flare_predict` reads them), the organ role (not the locator), the
-dataset's labels and its CT channel. Each refusal is one line (exit 2)."""
+(`inference.models.loading.read_model_folder`, as `nnUNetv2_flare_predict` reads them), the organ role (not the
+locator), the dataset's labels and its CT channel. Each refusal is one line (exit 2)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from nnunetv2_flare.cli_errors import UsageError
-from nnunetv2_flare.inference.model_loading import ModelFolder, label_names, number_of_classes, read_model_folder
+from nnunetv2_flare.errors import UsageError
+from nnunetv2_flare.inference.models.loading import ModelFolder, label_names, number_of_classes, read_model_folder
 from nnunetv2_flare.planning.abdomen_labels import ABDOMEN_LABELS
 from nnunetv2_flare.pseudolabel.dataset_state import FlareDataset
 
@@ -17,7 +17,7 @@ ORGAN_PREPROCESSOR = "FlareOrganPreprocessor"
 def check_organ_model(dataset: FlareDataset, model_folder: str | os.PathLike, fold: str,
                       checkpoint_name: str) -> ModelFolder:
     """The model folder, read; UsageError when it cannot make this dataset's organ labels."""
-    from nnunetv2_flare.inference.ensemble import parse_folds
+    from nnunetv2_flare.inference.models.ensemble import parse_folds
 
     folder = Path(model_folder)
     try:

@@ -4,7 +4,7 @@ The organ phase of the cascade runs on the bounding box of the case's current la
 the locator: that is the crop the organ network was trained on (method.md, Phase-2 training), it is known exactly
 for training cases, and a locator miss cannot wipe out a case. Everything else (resampling to the organ spacing,
 normalization with the plans' statistics, sliding window, largest component per organ, back to the original grid)
-is the cascade's own code (`nnunetv2_flare.inference.cascade.FlareCascadePredictor`).
+is the cascade's own code (`nnunetv2_flare.inference.core.cascade.Cascade`).
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_flare.inference.core.settings import CASCADE_MARGIN_MM
 from nnunetv2_flare.inference.geometry import Box
 from nnunetv2_flare.masks import foreground_box, margin_voxels
-from nnunetv2_flare.names import CASCADE_MARGIN_MM, CHECKPOINT
+from nnunetv2_flare.names import CHECKPOINT
 
 # image, box (array order) -> labels of the box region, shape box.shape
 OrganPredictor = Callable[[sitk.Image, Box], np.ndarray]
@@ -45,11 +46,11 @@ def load_organ_predictor(model_folder: str | os.PathLike, fold: str | int = "all
                          checkpoint_name: str = CHECKPOINT, device: str = "cpu",
                          threads: int | None = None, progress: bool = False) -> OrganPredictor:
     """The cascade's organ phase, loaded from an nnU-Net results folder, as an `OrganPredictor`."""
-    from nnunetv2_flare.inference.cascade import FlareCascadePredictor
+    from nnunetv2_flare.inference import CascadeSettings, FlareCascadePredictor, ModelSettings
 
     # the locator is not used: the crop comes from the training label
-    predictor = FlareCascadePredictor.organs_only(model_folder, fold, checkpoint_name, device, threads,
-                                                  progress=progress)
+    models = ModelSettings(fold=fold, checkpoint_name=checkpoint_name, device=device, threads=threads, backend="torch")
+    predictor = FlareCascadePredictor.organs_only(model_folder, models, CascadeSettings(progress=progress))
     return cascade_organ_predictor(predictor)
 
 

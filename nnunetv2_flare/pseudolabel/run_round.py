@@ -18,11 +18,11 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunetv2_flare.atomic_io import remove_stale_temporaries, write_image_atomic, write_json_atomic
+from nnunetv2_flare.inference.core.settings import CASCADE_MARGIN_MM
 from nnunetv2_flare.labels import FLARE_ORGANS
-from nnunetv2_flare.names import CASCADE_MARGIN_MM
 from nnunetv2_flare.pseudolabel import rounds
 from nnunetv2_flare.pseudolabel.combine import PAPER_PRIORITY, combine_labels, validate_priority, voxel_changes
-from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset
+from nnunetv2_flare.pseudolabel.dataset_state import DatasetStateError, FlareDataset, check_dataset_consistency
 from nnunetv2_flare.pseudolabel.label_versions import check_labels_match_journal, copy_label_file, labels_manifest
 from nnunetv2_flare.pseudolabel.organ_prediction import OrganPredictor, predict_case
 from nnunetv2_flare.pseudolabel.refresh_preprocessed import stage_preprocessed
@@ -143,7 +143,7 @@ def run_pseudolabel_round(dataset: FlareDataset, predictor_factory: Callable[[],
         return finish_interrupted_switch(dataset, journal, record, dry_run, messages)
     record = resumable_record(dataset, journal, record, "pseudolabel", settings, restart, dry_run, messages)
     check_labels_match_journal(dataset, journal)
-    check_dataset(dataset)
+    check_dataset_consistency(dataset)
     if record is None:
         _warn_if_same_checkpoint(journal, settings, messages)
     k, record = open_round(dataset, journal, record, "pseudolabel", settings, dry_run, messages)

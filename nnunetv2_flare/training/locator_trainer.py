@@ -24,8 +24,8 @@ from nnunetv2_flare.training.flare_trainer_base import nnUNetTrainerFlareBase
 def scoring_hint(abdomen_references: str, model_folder: str) -> str:
     """How to score the locator beyond one fold: nnU-Net's cross-validation commands cannot be pointed at other
     references, and they read the locator's label 1 in the 14-class labels as 'abdomen'."""
-    return (f"To score several folds together, copy the label files of their validation folders into one FOLDER and run "
-            f"nnUNetv2_evaluate_folder {abdomen_references} FOLDER -djfile {model_folder}/dataset.json -pfile "
+    return (f"To score several folds together, copy the label files of their validation folders into one FOLDER and "
+            f"run nnUNetv2_evaluate_folder {abdomen_references} FOLDER -djfile {model_folder}/dataset.json -pfile "
             f"{model_folder}/plans.json --chill. nnUNetv2_find_best_configuration and "
             f"nnUNetv2_accumulate_crossval_results compare the locator with the 14-class labels (its abdomen "
             f"against the liver): their Dice and postprocessing mean nothing for it.")

@@ -1,14 +1,14 @@
 """A depthwise 3-D convolution (one filter per channel, stride 1, 'same' zero padding) whose CPU backward pass is
 computed from fast operations.
 
-PyTorch's CPU backward of a depthwise `nn.Conv3d` takes 10-30x its forward (measured on a 2-core AVX-512 EPYC, torch
-2.14: 7^3 kernel on 2 x 8 x 24^3 channels-last, forward 1.2 ms, forward + backward 20 ms), and in a training step of
-the demo's organ network those backward passes were about a third of the step. Here:
+PyTorch's CPU backward of a depthwise `nn.Conv3d` takes an order of magnitude longer than its forward, and in a
+training step of the demo's organ network those backward passes are a large share of the step
+(tools/benchmark_training_step.py measures it). Here:
 - the input's gradient is the same depthwise convolution of the output's gradient with the flipped kernel (a forward
   convolution, as fast as the forward pass);
 - the weight's gradient is, per channel, the cross-correlation of the padded input with the output's gradient,
-  summed over the batch: by FFT for kernels of 5 or more in every axis (4 ms instead of 10 ms for the 7^3 case
-  above), PyTorch's own weight-only backward for smaller kernels (FFT is slower there).
+  summed over the batch: by FFT for kernels of 5 or more in every axis (faster than PyTorch's there), PyTorch's own
+  weight-only backward for smaller kernels (FFT is slower there).
 Parameters, initialisation and forward are `nn.Conv3d`'s, so checkpoints load either way; without gradients, or off
 the CPU (cuDNN's backward is fast), it is `nn.Conv3d` unchanged.
 """

@@ -13,7 +13,8 @@ from torch import nn
 from nnunetv2_flare.networks.building_blocks.depthwise_conv import DepthwiseConv3d
 
 
-def _conv_bn_relu6(in_channels: int, out_channels: int, kernel_size: tuple[int, int, int], groups: int) -> nn.Sequential:
+def _conv_bn_relu6(in_channels: int, out_channels: int, kernel_size: tuple[int, int, int],
+                   groups: int) -> nn.Sequential:
     padding = tuple(k // 2 for k in kernel_size)
     return _bn_relu6(nn.Conv3d(in_channels, out_channels, kernel_size, padding=padding, groups=groups))
 

@@ -1,0 +1,1 @@
+"""One case in memory: the cascade (locate, crop, segment, restore) and its result."""

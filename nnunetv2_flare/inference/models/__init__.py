@@ -1,0 +1,1 @@
+"""The networks of a phase: loading from nnU-Net results folders, fold / TTA ensembles, digests, backends."""
