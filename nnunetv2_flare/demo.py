@@ -61,8 +61,8 @@ PICTURE = "demo_case.png"  # a held-out case, reference vs prediction, in the ou
 PHANTOM_LABEL = "PHANTOM RESULTS: synthetic CTs from nnUNetv2_flare_make_phantoms, not clinical data"
 # output lines of the subprocesses worth showing on the terminal (everything goes to the logs)
 _SHOWN = re.compile(r"(demo time box|time box:|wrote \d+|Done:|predicted|Traceback|Error)")
-# the 1-minute load average from which the demo's OpenMP threads sleep instead of spinning while they wait
-BUSY_LOAD = 0.75
+# cores kept busy by other processes from which the demo's OpenMP threads sleep instead of spinning while they wait
+BUSY_CORES = 0.75
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"train_loss (-?[\d.]+)")
 @dataclass
@@ -162,10 +162,6 @@ def demo_environment(output_folder: Path, settings: DemoSettings, base: dict[str
         if not env.get(name):
             env[name] = str(output_folder / name)
     env["nnUNet_n_proc_DA"] = "0"
-    if other_work_running() and "OMP_WAIT_POLICY" not in env:
-        # beside another busy process a spinning OpenMP thread holds a core the other thread of its parallel region
-        # needs; sleeping threads cost time on an idle machine instead (docs/demo.md, "Sharing the CPU")
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
     env[ITERATIONS_ENV] = str(settings.iterations_per_epoch)
     env[BATCH_SIZE_ENV] = str(settings.batch_size)
     env[SEED_ENV] = str(settings.seed)
@@ -176,9 +172,35 @@ def demo_environment(output_folder: Path, settings: DemoSettings, base: dict[str
     return env
 
 
-def other_work_running(threshold: float = BUSY_LOAD) -> bool:
-    """Whether other processes kept the CPU busy lately: the 1-minute load average, before the demo starts work."""
-    return hasattr(os, "getloadavg") and os.getloadavg()[0] >= threshold
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs from /proc/stat; None where there is none (not Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait, all but guest time (counted in user)
+
+
+def other_work_running(threshold: float = BUSY_CORES, seconds: float = 1.0) -> bool:
+    """Whether other processes keep at least `threshold` cores busy now, sampled over `seconds` before the demo
+    starts work (a load average would still count the `pip install` that just ran)."""
+    before = _cpu_times()
+    time.sleep(seconds)
+    after = _cpu_times()
+    if before is None or after is None or after[1] <= before[1]:
+        return False
+    busy_share = 1 - (after[0] - before[0]) / (after[1] - before[1])
+    return busy_share * (os.cpu_count() or 1) >= threshold
+
+
+def share_the_cpu(env: dict[str, str]) -> bool:
+    """Let OpenMP threads wait by sleeping (OMP_WAIT_POLICY=PASSIVE) when other work is running and the user set no
+    policy: beside another busy process a spinning thread holds a core the other thread of its parallel region
+    needs, while on an idle machine sleeping costs time (docs/demo.md, "Sharing the CPU"). True if set."""
+    if "OMP_WAIT_POLICY" in env or not other_work_running():
+        return False
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
 
 
 def check_dataset_id_free(env: dict[str, str], dataset_id: int, dataset_name: str) -> None:
@@ -286,9 +308,9 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     print(f"nnUNetv2_flare_demo: {settings.num_training} training and {settings.num_test} held-out phantoms; "
           f"Phase 1 {settings.locator_iterations} and Phase 2 {settings.organ_iterations} iterations of batch "
           f"{settings.batch_size}", flush=True)
-    if "OMP_WAIT_POLICY" in env and "OMP_WAIT_POLICY" not in os.environ:  # measured as the stages will run
-        os.environ["OMP_WAIT_POLICY"] = env["OMP_WAIT_POLICY"]
-        print(f"   other work is running (load {os.getloadavg()[0]:.1f}): OpenMP threads wait by sleeping "
+    if share_the_cpu(env):
+        os.environ["OMP_WAIT_POLICY"] = env["OMP_WAIT_POLICY"]  # the steps timed below run as the stages will
+        print("   other work is running: OpenMP threads wait by sleeping "
               "(OMP_WAIT_POLICY=PASSIVE; set it to override)", flush=True)
     steps = measure_this_machine(settings)
     stage_estimates = settings.estimated_seconds(steps)

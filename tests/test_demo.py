@@ -119,15 +119,21 @@ def test_environment_keeps_user_folders_and_sets_trainers(tmp_path: Path) -> Non
     assert env[SEED_ENV] == "0"
 
 
-def test_openmp_threads_sleep_only_beside_other_work(tmp_path: Path, monkeypatch) -> None:
+def test_openmp_threads_sleep_only_beside_other_work(monkeypatch) -> None:
     """Spinning threads are faster alone and stall beside a busy process (docs/demo.md, "Sharing the CPU")."""
     import nnunetv2_flare.demo as demo
-    monkeypatch.setattr(demo.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-    assert "OMP_WAIT_POLICY" not in demo_environment(tmp_path, DemoSettings(), base={"PATH": "/bin"})
-    monkeypatch.setattr(demo.os, "getloadavg", lambda: (1.3, 0.9, 0.5))
-    assert demo_environment(tmp_path, DemoSettings(), base={"PATH": "/bin"})["OMP_WAIT_POLICY"] == "PASSIVE"
-    mine = demo_environment(tmp_path, DemoSettings(), base={"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"})
-    assert mine["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's own setting wins
+    real = demo._cpu_times()  # this machine's /proc/stat, where it has one
+    assert real is None or real[1] >= real[0] > 0
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
+    samples = iter([(100, 1000), (100 + 190, 1000 + 200)])  # 2 cores: 5 % busy over the second
+    monkeypatch.setattr(demo, "_cpu_times", lambda: next(samples))
+    assert not demo.share_the_cpu(env := {"PATH": "/bin"}) and "OMP_WAIT_POLICY" not in env
+    samples = iter([(100, 1000), (100 + 50, 1000 + 200)])  # 75 % of 2 cores busy: 1.5 cores
+    monkeypatch.setattr(demo, "_cpu_times", lambda: next(samples))
+    assert demo.share_the_cpu(env) and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert not demo.share_the_cpu(mine := {"OMP_WAIT_POLICY": "ACTIVE"})  # the user's own setting wins
+    assert mine["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_refuses_a_dataset_id_held_by_another_dataset(tmp_path: Path) -> None:
