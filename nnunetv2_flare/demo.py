@@ -71,33 +71,28 @@ class DemoSettings:
     timed training steps (`estimated_seconds`, demo_timing.py)."""
     minutes: float | None = None          # optional wall-clock cap of the whole demo; None: the iterations decide
     dataset_id: int = 900
-    # phantoms are cheap (~0.1 s each, ~0.3 s more to preprocess): more cases instead of augmentation. 300 with
-    # 2,200 Phase-2 iterations: mean DSC 0.750 on 48 held-out phantoms, 150 with 1,700: 0.738 (docs/demo.md)
+    # phantoms are cheap to make and preprocess: more cases instead of augmentation (docs/demo.md, "The recipe")
     num_training: int = 300
     num_test: int = 8
     shape: str = "small"                  # phantom grid: 128 x 128 in-plane, ~3 mm pixels
     seed: int = 0                         # phantoms and training
-    # (z, y, x) mm. The network decides boundaries on a grid twice as coarse (its stem has stride 2): 3.5 mm in plane
-    # instead of 4.5 with the same patch (less context) and step: on 48 held-out phantoms mean DSC 0.756 -> 0.766,
-    # spleen 0.831 -> 0.843, aorta 0.849 -> 0.862 (with shift_tta; 3 mm, 144 mm patches: 0.669; docs/demo.md)
+    # (z, y, x) mm. The network decides boundaries on a grid twice as coarse (its stem has stride 2), so 3.5 mm in
+    # plane rather than 4.5; finer grids leave the 48^3 patch too little context
     organ_spacing: tuple[float, float, float] = (6.0, 3.5, 3.5)
     organ_patch_size: tuple[int, int, int] = (48, 48, 48)         # 288 x 168 x 168 mm at that spacing
     batch_size: int = 2
     iterations_per_epoch: int = 25
     locator_iterations: int = 300
-    # DepthwiseConv3d's backward made a Phase-2 step 1.4x faster: 2,200 iterations take about what 1,700 took
-    # before (731 s against 704 s)
+    # the most iterations the demo's time allows; fewer cost accuracy (docs/demo.md, "How long it takes")
     organ_iterations: int = 2200
     locator_share: float = 0.15           # with --minutes: Phase 1's share of the training time
     predict_seconds_per_case: float = 12.0  # with --minutes: time kept free after training for prediction
-    # labels back to the phantoms' ~3 mm grid from the working grid by interpolated class scores: mean DSC
-    # 0.703 -> 0.725 with the same models (docs/demo.md)
+    # labels back to the phantoms' ~3 mm grid from the working grid by interpolated class scores
     restore: str = "linear"
     # the aorta and esophagus run far above the abdomen in the long phantoms, beyond the box of a locator trained for
-    # minutes: grow the box where organs reach it (aorta 0.757 -> 0.813 with the same models, docs/demo.md)
+    # minutes: grow the box where organs reach it
     follow_organs: int = FOLLOW_ORGANS_ROUNDS
-    # the organ network averaged over its 8 sampling phases (its stem has stride 2): on 48 held-out phantoms, same
-    # models, mean DSC 0.742 -> 0.756, every organ up (docs/prediction.md); costs seconds here
+    # the organ network averaged over its 8 sampling phases (its stem has stride 2); costs seconds here
     shift_tta: bool = True
     num_processes: int = 2
     threads: int | None = None            # CPU threads of training and prediction (None: every core)
@@ -259,7 +254,8 @@ def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool, 
     log_folder.mkdir(parents=True, exist_ok=True)
     log_file = log_folder / f"{stage.name}.log"
     stage.log = str(log_file)
-    print(f"\n== {stage.name}: {' '.join(Path(stage.command[0]).name if i == 0 else a for i, a in enumerate(stage.command))}",
+    shown = " ".join([Path(stage.command[0]).name, *stage.command[1:]])
+    print(f"\n== {stage.name}: {shown}",
           flush=True)
     start = time.perf_counter()
     bar = tqdm(total=epochs, desc=f"   {stage.name}", unit="epoch", disable=epochs is None, dynamic_ncols=True)
@@ -283,7 +279,8 @@ def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool, 
     stage.seconds = time.perf_counter() - start
     if code != 0:
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-25:])
-        raise StageFailed(f"stage {stage.name} failed (exit code {code}); its last lines:\n{tail}\nfull log: {log_file}")
+        raise StageFailed(f"stage {stage.name} failed (exit code {code}); its last lines:\n{tail}\n"
+                          f"full log: {log_file}")
     print(f"   done in {stage.seconds:.0f} s (log: {log_file})", flush=True)
 
 
@@ -346,7 +343,8 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
     run("2b_preprocess", plan + ["-c", LOCATOR_CONFIGURATION, DEMO_CONFIGURATION])
 
     train = [_command("nnUNetv2_train"), did]
-    locator_epochs, organ_epochs = settings.epochs(settings.locator_iterations), settings.epochs(settings.organ_iterations)
+    locator_epochs = settings.epochs(settings.locator_iterations)
+    organ_epochs = settings.epochs(settings.organ_iterations)
     reserve_s = 30.0 + settings.predict_seconds_per_case * settings.num_test
     if settings.minutes:
         # a cap: Phase 1 may use its share of the time left for training, Phase 2 what Phase 1 left
@@ -363,7 +361,8 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
 
     report = output_folder / "prediction_report.json"
     run("5_predict", [_command("nnUNetv2_flare_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions),
-                      "-d", did, "-tr1", DEMO_LOCATOR_TRAINER, "-c1", DEMO_LOCATOR_CONFIGURATION, "-tr2", DEMO_ORGAN_TRAINER,
+                      "-d", did, "-tr1", DEMO_LOCATOR_TRAINER, "-c1", DEMO_LOCATOR_CONFIGURATION,
+                      "-tr2", DEMO_ORGAN_TRAINER,
                       "-c2", DEMO_CONFIGURATION,
                       "-p", PLANS, "--restore", settings.restore,
                       "--follow_organs", str(settings.follow_organs), "--overwrite", "--report", str(report),
@@ -446,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = FlareArgumentParser(
         prog="nnUNetv2_flare_demo",
         description="End-to-end demo on synthetic phantoms, CPU only, no downloads: make phantoms, plan and "
-                    "preprocess, train both phases for a fixed number of iterations, predict held-out phantoms with the "
-                    "cascade, evaluate (FLARE DSC / NSD). Runs the package's real commands as subprocesses.")
+                    "preprocess, train both phases for a fixed number of iterations, predict held-out phantoms with "
+                    "the cascade, evaluate (FLARE DSC / NSD). Runs the package's real commands as subprocesses.")
     p.add_argument("--minutes", type=float, default=None,
                    help="optional wall-clock cap of the whole demo in minutes: training stops early to fit it (the "
                         "result then depends on the machine's speed). Default: no cap; the demo trains a fixed "

@@ -1,4 +1,4 @@
-"""The memory levers (docs/performance.md, "Memory at 512 x 512 x 1500"): chunked resizing, repairs
+"""The memory levers (docs/performance.md, "Memory"): chunked resizing, repairs
 in place, labels restored a slab at a time. Each must leave every output bit as it was."""
 from __future__ import annotations
 

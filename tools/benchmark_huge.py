@@ -1,6 +1,6 @@
 """Peak memory of `nnUNetv2_flare_predict` on a huge scan (default 512 x 512 x 1500 int16, 0.78 x 0.78 x 0.8 mm,
 with -2048 padding outside the scan circle so that the padding clamp runs too). Target: <= 4 GB (issue 20; printed
-in GiB and GB). Figures: docs/performance.md, "Memory at 512 x 512 x 1500".
+in GiB and GB). Figures: docs/performance.md, "Memory".
 
     python tools/benchmark_huge.py                      # tiny random networks (memory is the volume's arrays)
     python tools/benchmark_huge.py --paper              # the paper's network sizes (random weights; slower)

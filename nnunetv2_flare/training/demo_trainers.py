@@ -30,8 +30,7 @@ from nnunetv2_flare.training.locator_trainer import nnUNetTrainerFlareLocator
 from nnunetv2_flare.training.organ_trainer import nnUNetTrainerFlareOrgans
 from nnunetv2_flare.training.time_boxed import TimeBoxedTraining, env_number
 
-# 1e-2 against 6e-3, the same 1,700 iterations on the corrected phantoms: held-out mean DSC 0.717 -> 0.733, aorta
-# 0.816 -> 0.849 (docs/demo.md; between recipes single organs move by a few points either way)
+# the rates that learnt fastest in the demo's few iterations (docs/demo.md, "The recipe")
 DEMO_ORGAN_LR = 1e-2
 DEMO_LOCATOR_LR = 3e-3
 
