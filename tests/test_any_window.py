@@ -250,6 +250,10 @@ def test_the_loader_varies_the_window_within_its_budget(any_window_training, mon
         assert all(s <= max(lo, math.ceil(e / 16) * 16) for s, e, lo in zip(shape, extent, window_range.minimum))
         assert tuple(target[0].shape[2:]) == shape and tuple(target[1].shape[2:]) == tuple(s // 2 for s in shape)
     assert len(shapes) >= 4
+    # a batch of one large window still holds forced foreground at nnU-Net's rate (its last-third rule gives none)
+    loader.batch_size = 1
+    forced = np.mean([loader.get_do_oversample(0) for _ in range(600)])
+    assert abs(forced - trainer.oversample_foreground_percent) < 0.08
 
 
 @pytest.mark.slow

@@ -114,6 +114,9 @@ class AnyWindowTraining:
 
     window_smallest: float = 1 / 3
     window_largest: float = 3.0
+    # nnU-Net forces foreground into the last third of a batch, which is none of a batch of one (the large windows):
+    # each window instead holds foreground with the oversampling probability
+    window_probabilistic_oversampling: bool = True
 
     def window_range(self) -> WindowRange:
         patch = self.configuration_manager.patch_size
@@ -140,7 +143,8 @@ class AnyWindowTraining:
                                f"batch, batch size up to {self.batch_size}")
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
         dl_tr = AnyWindowDataLoader(dataset_tr, patch, window_range, self.batch_size, transforms, self.label_manager,
-                                    self.oversample_foreground_percent, self.probabilistic_oversampling)
+                                    self.oversample_foreground_percent,
+                                    self.probabilistic_oversampling or self.window_probabilistic_oversampling)
         dl_val = nnUNetDataLoader(dataset_val, self.batch_size, patch, patch, self.label_manager,
                                   oversample_foreground_percent=self.oversample_foreground_percent,
                                   transforms=self.get_validation_transforms(deep_supervision_scales, **label_kwargs),
