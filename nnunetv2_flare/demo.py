@@ -39,7 +39,7 @@ from tqdm import tqdm
 from nnunetv2_flare.atomic_io import write_json_atomic
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.comparison_picture import render_comparison
-from nnunetv2_flare.demo_timing import StepSeconds, estimate_seconds, measure_steps
+from nnunetv2_flare.demo_timing import TIMED_STEPS, StepSeconds, estimate_seconds, measure_steps
 from nnunetv2_flare.inference.core.settings import FOLLOW_ORGANS_ROUNDS
 from nnunetv2_flare.labels import FLARE_ORGANS
 from nnunetv2_flare.names import (
@@ -238,14 +238,14 @@ def add_demo_configuration(plans_file: Path, settings: DemoSettings) -> dict:
     return plans["configurations"][DEMO_CONFIGURATION]
 
 
-def measure_this_machine(settings: DemoSettings) -> StepSeconds:
+def measure_this_machine(settings: DemoSettings, steps: int = TIMED_STEPS) -> StepSeconds:
     """A few timed training steps of the demo's two networks, as its training stages will run them."""
     from nnunetv2_flare.inference.models.loading import resolve_configuration
     from nnunetv2_flare.planning.templates import load_plans_template
     plans = load_plans_template()
     plans["configurations"].update(demo_configurations(plans, settings))
     return measure_steps(resolve_configuration(plans, DEMO_LOCATOR_CONFIGURATION),
-                         resolve_configuration(plans, DEMO_CONFIGURATION), settings.batch_size, settings.threads)
+                         resolve_configuration(plans, DEMO_CONFIGURATION), settings.batch_size, settings.threads, steps)
 
 
 def _run_stage(stage: Stage, env: dict[str, str], log_folder: Path, echo: bool, epochs: int | None = None) -> None:

@@ -81,7 +81,7 @@ def _step_seconds(network, batch: int, patch: tuple[int, ...], num_classes: int,
 
 
 def measure_steps(locator_configuration: dict, organ_configuration: dict, batch: int,
-                  threads: int | None = None) -> StepSeconds:
+                  threads: int | None = None, steps: int = TIMED_STEPS) -> StepSeconds:
     """Time the demo's two networks on random data (their configurations as the demo adds them to the plans)."""
     import torch
     if threads:
@@ -90,8 +90,8 @@ def measure_steps(locator_configuration: dict, organ_configuration: dict, batch:
     locator = _network(locator_configuration, 2)
     organs = _network(organ_configuration, 14)
     return StepSeconds(
-        locator=_step_seconds(locator, batch, tuple(locator_configuration["patch_size"]), 2),
-        organs=_step_seconds(organs, batch, tuple(organ_configuration["patch_size"]), 14))
+        locator=_step_seconds(locator, batch, tuple(locator_configuration["patch_size"]), 2, steps),
+        organs=_step_seconds(organs, batch, tuple(organ_configuration["patch_size"]), 14, steps))
 
 
 def estimate_seconds(steps: StepSeconds, locator_iterations: int, organ_iterations: int, phantoms: int,

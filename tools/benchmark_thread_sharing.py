@@ -32,10 +32,7 @@ while True:
 MEASURE = """
 import json, sys
 from nnunetv2_flare.demo import DemoSettings, measure_this_machine
-settings = DemoSettings(threads={threads})
-import nnunetv2_flare.demo_timing as timing
-timing.TIMED_STEPS = {steps}
-steps = measure_this_machine(settings)
+steps = measure_this_machine(DemoSettings(threads={threads}), steps={steps})
 print(json.dumps({{"locator": steps.locator, "organs": steps.organs}}))
 """
 
