@@ -186,9 +186,7 @@ def make_phantom_arrays(seed: int | np.random.SeedSequence, scale: float | str =
     # smooth it into correlated CT noise; one filter pass does both
     kernel_mm = rng.uniform(0.5, 1.2)
     sigma = np.maximum(np.array([0.45 * scan.spacing[2], kernel_mm, kernel_mm]) / coarse_spacing_zyx, 0.5)
-    # quantum noise of the clinical scan the phantom stands for: a scaled-down phantom is that scan resampled by
-    # interpolation, as nnU-Net and the cascade resample, which keeps each voxel's noise (no averaging)
-    noise_sd = float(np.clip(rng.uniform(7, 28) * np.sqrt(2.5 / (scan.spacing[2] * scale)), 5, 60))
+    noise_sd = float(np.clip(rng.uniform(7, 28) * np.sqrt(2.5 / scan.spacing[2]), 5, 60))
     gain = float(np.prod([_gaussian_noise_gain(s) for s in sigma]))
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(0.8 * noise_sd / gain)
     image = ndimage.gaussian_filter(image, sigma, mode="nearest")

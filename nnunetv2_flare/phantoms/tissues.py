@@ -107,13 +107,6 @@ def sample_tissue_table(rng: np.random.Generator, phase: str) -> tuple[np.ndarra
         amplitude[tissue] = amp * rng.uniform(0.7, 1.4)
     mean[T.STRANDING] = rng.uniform(-60, 35)  # fat stranding: anything from oedematous fat to soft tissue
     mean[T.ORAL_CONTRAST] = rng.uniform(150, 650)
-    if phase == "portal_venous":
-        # the kidneys' own timing varies with the bolus and renal function: from nephrographic (medulla as bright as
-        # the cortex) back to corticomedullary differentiation, and in late acquisitions contrast already excreted
-        medulla_lag = rng.uniform(0, 0.6) if rng.random() < 0.5 else 0.0
-        mean[T.KIDNEY_MEDULLA] -= medulla_lag * (mean[T.KIDNEY_MEDULLA] - _TABLE[T.KIDNEY_MEDULLA][0][0])
-        if rng.random() < 0.25:
-            mean[T.URINE] = rng.uniform(150, 900)
     if phase == "delayed":
         mean[T.URINE] = rng.uniform(150, 900)  # excreted contrast in the collecting system and bladder
     mean[T.AIR] = -1000.0
