@@ -76,8 +76,9 @@ class DemoSettings:
     num_test: int = 8
     shape: str = "small"                  # phantom grid: 128 x 128 in-plane, ~3 mm pixels
     seed: int = 0                         # phantoms and training
-    # training phantoms only: fields of view that cut the flanks, as real series often do (docs/demo.md, "Real CT")
-    truncated_fov: float = 0.25
+    # training phantoms with cut flanks or random CT numbers (nnUNetv2_flare_make_phantoms --truncated_fov,
+    # --synthetic_contrast): off, as neither raised the scores on real CT (docs/demo.md, "Real CT")
+    truncated_fov: float = 0.0
     synthetic_contrast: float = 0.0
     # (z, y, x) mm. The network decides boundaries on a grid twice as coarse (its stem has stride 2), so 3.5 mm in
     # plane rather than 4.5; finer grids leave the 48^3 patch too little context
