@@ -76,6 +76,10 @@ class DemoSettings:
     num_test: int = 8
     shape: str = "small"                  # phantom grid: 128 x 128 in-plane, ~3 mm pixels
     seed: int = 0                         # phantoms and training
+    # training phantoms with cut flanks or random CT numbers (nnUNetv2_flare_make_phantoms --truncated_fov,
+    # --synthetic_contrast): off, as neither raised the scores on real CT (docs/demo.md, "Real CT")
+    truncated_fov: float = 0.0
+    synthetic_contrast: float = 0.0
     # (z, y, x) mm. The network decides boundaries on a grid twice as coarse (its stem has stride 2), so 3.5 mm in
     # plane rather than 4.5; finer grids leave the 48^3 patch too little context
     organ_spacing: tuple[float, float, float] = (6.0, 3.5, 3.5)
@@ -330,7 +334,8 @@ def run_demo(output_folder: str | os.PathLike = "flare_demo", settings: DemoSett
 
     run("1_phantoms", [_command("nnUNetv2_flare_make_phantoms"), "-d", did, "-n", str(settings.num_training),
                        "-t", str(settings.num_test), "--shape", settings.shape, "--seed", str(settings.seed),
-                       "-np", num_processes])
+                       "--truncated_fov", str(settings.truncated_fov),
+                       "--synthetic_contrast", str(settings.synthetic_contrast), "-np", num_processes])
     plan = [_command("nnUNetv2_flare_plan_and_preprocess"), "-d", did, "-np", num_processes]
     run("2a_plan", plan + ["--no_pp"])
     plans_file = Path(env["nnUNet_preprocessed"]) / dataset_name / f"{PLANS}.json"

@@ -12,9 +12,10 @@ from nnunetv2_flare.labels import FLARE_ORGANS, dataset_json_labels
 from nnunetv2_flare.phantoms import make_phantom, make_phantom_arrays, write_phantom_dataset
 from nnunetv2_flare.phantoms.anatomy import clear_of
 from nnunetv2_flare.phantoms.cli import main as make_phantoms_main
-from nnunetv2_flare.phantoms.generator import _fine_to_coarse, _interpolate_axis, _upsample
+from nnunetv2_flare.phantoms.generator import Randomisation, _fine_to_coarse, _interpolate_axis, _upsample
 from nnunetv2_flare.phantoms.painter import KEEP, Painter, catmull_rom
 from nnunetv2_flare.phantoms.scan import MIN_SCALE, SHAPES, Scan
+from nnunetv2_flare.phantoms.tissues import NUM_TISSUES, SYNTHETIC_HU_RANGE, T, randomise_tissue_table
 
 LIVER, R_KIDNEY, SPLEEN, PANCREAS, AORTA, IVC, R_ADRENAL, L_ADRENAL, GALLBLADDER, ESOPHAGUS, STOMACH, DUODENUM, \
     L_KIDNEY = range(1, 14)
@@ -224,3 +225,63 @@ def test_the_esophagus_never_paints_over_the_aorta(seed, monkeypatch):
     phantom = make_phantom_arrays(seed, "tiny", fov="chest_abdomen_pelvis")
     assert taken and sum(taken) == 0
     assert (phantom.label == ESOPHAGUS).any() and (phantom.label == AORTA).any()
+
+
+def test_randomisation_is_seeded_and_leaves_the_realistic_phantom_alone():
+    plain = make_phantom_arrays(5, "tiny")
+    assert np.array_equal(plain.image, make_phantom_arrays(5, "tiny", randomisation=Randomisation()).image)
+    both = Randomisation(truncated_fov=1.0, synthetic_contrast=1.0)
+    a, b = make_phantom_arrays(5, "tiny", randomisation=both), make_phantom_arrays(5, "tiny", randomisation=both)
+    assert a.image.tobytes() == b.image.tobytes() and a.label.tobytes() == b.label.tobytes()
+    assert a.info["truncated_fov"] and a.info["synthetic_contrast"]
+    assert not plain.info["truncated_fov"] and not plain.info["synthetic_contrast"]
+    with pytest.raises(ValueError, match="probability"):
+        Randomisation(synthetic_contrast=1.5)
+
+
+def test_a_truncated_field_of_view_cuts_the_flanks_but_keeps_the_patient_and_slices():
+    plain = make_phantom_arrays(2, "small", fov="abdomen")
+    cut = make_phantom_arrays(2, "small", fov="abdomen", randomisation=Randomisation(truncated_fov=1.0))
+    assert cut.image.shape[0] == plain.image.shape[0]  # same slices
+    assert cut.image.shape[2] < plain.image.shape[2] and cut.image.shape[1] <= plain.image.shape[1]
+    assert cut.spacing == plain.spacing and cut.info["circle_padding"] is None
+    body = cut.image > -500
+    assert body[:, :, 0].mean() > 0.3 and body[:, :, -1].mean() > 0.3  # the patient runs off both sides
+    assert set(np.unique(cut.label)) >= {LIVER, SPLEEN, R_KIDNEY, L_KIDNEY, AORTA}
+
+
+def test_synthetic_contrast_changes_the_ct_numbers_not_the_anatomy():
+    plain = make_phantom_arrays(3, "small", fov="abdomen")
+    synthetic = make_phantom_arrays(3, "small", fov="abdomen", randomisation=Randomisation(synthetic_contrast=1.0))
+    assert np.array_equal(plain.label, synthetic.label)
+    means = {o: (float(plain.image[plain.label == o].mean()), float(synthetic.image[synthetic.label == o].mean()))
+             for o in (LIVER, SPLEEN, R_KIDNEY, AORTA)}
+    assert max(abs(p - s) for p, s in means.values()) > 30, means
+    mean, amplitude = np.zeros(NUM_TISSUES, np.float32), np.ones(NUM_TISSUES, np.float32)
+    mean[T.BONE_CORTICAL] = 900
+    randomise_tissue_table(np.random.default_rng(0), mean, amplitude)
+    low, high = SYNTHETIC_HU_RANGE
+    assert all(low <= mean[t] <= high for t in (T.LIVER, T.SPLEEN, T.KIDNEY_CORTEX, T.FAT, T.ARTERY))
+    assert mean[T.BONE_CORTICAL] == 900 and mean[T.AIR] == 0  # bone and air keep their values
+    assert len({round(float(mean[t])) for t in (T.LIVER, T.SPLEEN, T.KIDNEY_CORTEX, T.PANCREAS)}) == 4
+
+
+@pytest.mark.slow
+def test_only_training_cases_are_randomised_and_the_dataset_says_how(tmp_path):
+    assert make_phantoms_main(["-d", "986", "-n", "3", "-t", "2", "--shape", "tiny", "-o", str(tmp_path),
+                               "--truncated_fov", "1", "--synthetic_contrast", "1"]) == 0
+    folder = tmp_path / "Dataset986_FlarePhantoms"
+    cases = {c["case"]: c for c in json.loads((folder / "phantom_cases.json").read_text())}
+    assert all(cases[f"phantom_{i:04d}"]["synthetic_contrast"] and cases[f"phantom_{i:04d}"]["truncated_fov"]
+               for i in range(3))
+    assert not any(cases[f"phantomTs_{i:04d}"]["synthetic_contrast"] or cases[f"phantomTs_{i:04d}"]["truncated_fov"]
+                   for i in range(2))
+    settings = json.loads((folder / "dataset.json").read_text())["phantom_settings"]
+    assert settings["training_randomisation"] == {"truncated_fov": 1.0, "synthetic_contrast": 1.0}
+
+
+def test_a_probability_outside_0_1_is_refused_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:
+        make_phantoms_main(["-d", "985", "-n", "1", "-o", str(tmp_path), "--synthetic_contrast", "2"])
+    assert refused.value.code == 2
+    assert "probability" in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -43,3 +43,20 @@ def test_the_cases_point_at_the_shared_real_scans() -> None:
     assert 10 not in cases["totalsegmentator_example_ct"].organs  # no esophagus in its field of view
     for case in cases.values():
         assert case.image.exists() and case.reference.exists(), f"{case.image}: ../shared/data/real is missing"
+
+
+def test_where_organs_went_tells_missed_from_mislabelled_and_misplaced() -> None:
+    reference = np.zeros((8, 16, 16), np.uint8)
+    reference[2:6, 2:8, 2:8] = 2      # right kidney, 144 voxels
+    reference[2:6, 10:14, 10:14] = 3  # spleen, 64 voxels
+    prediction = np.zeros_like(reference)
+    prediction[2:6, 2:5, 2:8] = 2     # half the kidney found, the rest missed
+    prediction[2:6, 10:14, 10:12] = 11  # half the spleen called stomach
+    prediction[2:6, 10:14, 12:14] = 3
+    rows = real_ct_scores.where_organs_went(_image(reference), _image(prediction), (2, 3))
+    assert rows[2]["predicted_as"] == {2: 0.5, 0: 0.5} and rows[2]["precision"] == 1.0
+    assert rows[3]["predicted_as"] == {11: 0.5, 3: 0.5}
+    # the found half of the kidney lies 1.5 voxels (1 mm spacing in y) before the reference's centroid
+    assert rows[2]["centroid_offset_mm_xyz"] == [0.0, -1.5, 0.0]
+    text = real_ct_scores.explain(rows)
+    assert "right_kidney: " in text and "missed 50%" in text and "stomach 50%" in text

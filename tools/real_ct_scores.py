@@ -9,7 +9,8 @@ Cases and references (../shared/data/real/SOURCES.md):
 - the TotalSegmentator example CT, 3 mm, 112 slices: TotalSegmentator's own output mapped to FLARE's ids
   (example_seg_fast_force_split_flare13), the 12 organs it holds (no esophagus): agreement with TotalSegmentator,
   not accuracy.
-Prints one row per case (DSC per scored organ and their mean) and writes OUT/real_ct_scores.json. The scans are
+Prints one row per case (DSC per scored organ and their mean) and writes OUT/real_ct_scores.json, which also says
+where each organ's voxels went (missed, mislabelled as which organ, misplaced; --explain prints it). The scans are
 read where they are and never copied; predictions go to OUT.
 """
 from __future__ import annotations
@@ -74,6 +75,42 @@ def score(reference: sitk.Image, prediction: sitk.Image, organs: Sequence[int]) 
     return evaluate_case(ref, pred, spacing, labels=organs)
 
 
+def where_organs_went(reference: sitk.Image, prediction: sitk.Image, organs: Sequence[int]) -> dict:
+    """Per reference organ: the shares of its voxels predicted as each label (0: missed), the share of the voxels
+    predicted as it that are it (precision), and how far the predicted organ's centroid sits from the reference's
+    (mm, x y z): missed, mislabelled or misplaced."""
+    ref = sitk.GetArrayViewFromImage(reference)
+    pred = sitk.GetArrayViewFromImage(prediction)
+    rows = {}
+    for organ in organs:
+        inside = ref == organ
+        if not inside.any():
+            continue
+        labels, counts = np.unique(pred[inside], return_counts=True)
+        predicted = pred == organ
+        offset = None
+        if predicted.any():
+            centroids = [np.array(reference.TransformContinuousIndexToPhysicalPoint(
+                tuple(float(i) for i in np.argwhere(mask).mean(axis=0)[::-1]))) for mask in (predicted, inside)]
+            offset = [round(float(d), 1) for d in centroids[0] - centroids[1]]
+        rows[organ] = {"predicted_as": {int(k): round(float(c) / int(inside.sum()), 3) for k, c in
+                                        sorted(zip(labels, counts), key=lambda kc: -kc[1])},
+                       "precision": round(float((ref[predicted] == organ).mean()), 3) if predicted.any() else None,
+                       "centroid_offset_mm_xyz": offset}
+    return rows
+
+
+def explain(rows: dict) -> str:
+    from nnunetv2_flare.labels import FLARE_ORGANS
+    name = lambda k: FLARE_ORGANS.get(k, "background") if k else "missed"  # noqa: E731
+    lines = []
+    for organ, row in rows.items():
+        shares = ", ".join(f"{name(k)} {v:.0%}" for k, v in list(row["predicted_as"].items())[:4])
+        lines.append(f"    {FLARE_ORGANS[organ]}: {shares}; precision {row['precision']}; centroid offset "
+                     f"{row['centroid_offset_mm_xyz']} mm")
+    return "\n".join(lines)
+
+
 def demo_options(demo: Path) -> tuple[Path, Path, list[str]]:
     """The model folders a finished nnUNetv2_flare_demo trained and the prediction options it used."""
     summary = json.loads((demo / "demo_summary.json").read_text())
@@ -90,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-m1", type=Path, help="locator model folder (instead of --demo)")
     p.add_argument("-m2", type=Path, help="organ model folder (instead of --demo)")
     p.add_argument("-o", type=Path, default=Path("real_ct_scores"))
+    p.add_argument("--explain", action="store_true", help="also print where each organ's voxels went")
     args, predict_options = p.parse_known_args(argv)
     if args.demo:
         locator, organs, options = demo_options(args.demo)
@@ -110,12 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "--overwrite", "--disable_progress_bar", *options])
         if code != 0:
             return code
-        scores = score(flare_reference(case), sitk.ReadImage(str(output)), case.organs)
+        reference, prediction = flare_reference(case), sitk.ReadImage(str(output))
+        scores = score(reference, prediction, case.organs)
+        went = where_organs_went(reference, prediction, case.organs)
         rows[case.name] = {"reference": case.kind, "DSC": {FLARE_ORGANS[o]: scores["DSC"][o] for o in case.organs},
                            "NSD": {FLARE_ORGANS[o]: scores["NSD"][o] for o in case.organs},
-                           "mean_DSC": scores["mean_DSC"], "mean_NSD": scores["mean_NSD"]}
+                           "mean_DSC": scores["mean_DSC"], "mean_NSD": scores["mean_NSD"],
+                           "where_organs_went": {FLARE_ORGANS[o]: row for o, row in went.items()}}
         shown = ", ".join(f"{FLARE_ORGANS[o]} {scores['DSC'][o]:.2f}" for o in case.organs)
         print(f"{case.name} ({case.kind}): mean DSC {scores['mean_DSC']:.3f} over {len(case.organs)} organs: {shown}")
+        if args.explain:
+            print(explain(went))
     args.o.mkdir(parents=True, exist_ok=True)
     (args.o / "real_ct_scores.json").write_text(json.dumps({"locator": str(locator), "organs": str(organs),
                                                             "options": options, "cases": rows}, indent=1))

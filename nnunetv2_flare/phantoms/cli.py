@@ -1,4 +1,5 @@
-"""`nnUNetv2_flare_make_phantoms -d ID -n N [-t T] [--seed S] [--shape full|half|small|tiny] [-o FOLDER]`"""
+"""`nnUNetv2_flare_make_phantoms -d ID -n N [-t T] [--seed S] [--shape full|half|small|tiny] [-o FOLDER]
+[--truncated_fov P] [--synthetic_contrast P]`"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from typing import Sequence
 
 from nnunetv2_flare.cli_errors import FlareArgumentParser, UsageError, run_command
 from nnunetv2_flare.phantoms.dataset import write_phantom_dataset
+from nnunetv2_flare.phantoms.generator import Randomisation
 from nnunetv2_flare.phantoms.scan import FOVS, MIN_SCALE, SHAPES
 
 PROG = "nnUNetv2_flare_make_phantoms"
@@ -33,6 +35,16 @@ def _shape(value: str) -> float | str:
     return factor
 
 
+def _probability(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        p = math.nan
+    if not 0 <= p <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"give a probability in [0, 1]; got {value!r}")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = FlareArgumentParser(
         prog=PROG,
@@ -49,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                              f"[{MIN_SHAPE_FACTOR:g}, 1]")
     parser.add_argument("--fov", choices=sorted(FOVS), default=None,
                         help="field of view for every case (default: random per case)")
+    parser.add_argument("--truncated_fov", type=_probability, default=0.0, metavar="P",
+                        help="training cases only: probability that the field of view cuts the patient's flanks, "
+                             "as tightly reconstructed or cropped series do (default 0)")
+    parser.add_argument("--synthetic_contrast", type=_probability, default=0.0, metavar="P",
+                        help="training cases only: probability that every soft tissue gets a random CT number "
+                             "(SynthSeg-style), so a model learns organs by shape and neighbours (default 0)")
     parser.add_argument("-np", type=int, default=1, help="number of processes (default 1)")
     return parser
 
@@ -63,7 +81,9 @@ def _make(args: argparse.Namespace) -> None:
         if value < least:
             raise UsageError(f"{flag} must be at least {least}; got {value}.")
     start = time.perf_counter()
-    folder = write_phantom_dataset(args.d, args.n, args.t, args.seed, args.o, args.shape, args.fov, args.np)
+    randomisation = Randomisation(truncated_fov=args.truncated_fov, synthetic_contrast=args.synthetic_contrast)
+    folder = write_phantom_dataset(args.d, args.n, args.t, args.seed, args.o, args.shape, args.fov, args.np,
+                                   randomisation=randomisation)
     print(f"wrote {args.n} training and {args.t} test phantoms to {folder} in {time.perf_counter() - start:.1f} s")
 
 

@@ -17,10 +17,25 @@ from scipy import ndimage
 from nnunetv2_flare.phantoms.anatomy import _CAVITY_LEVELS, Body, paint_patient
 from nnunetv2_flare.phantoms.painter import Grid, Painter
 from nnunetv2_flare.phantoms.scan import SHAPES, Scan
-from nnunetv2_flare.phantoms.tissues import PHASE_PROBABILITIES, PHASES, T, sample_tissue_table
+from nnunetv2_flare.phantoms.tissues import PHASE_PROBABILITIES, PHASES, T, randomise_tissue_table, sample_tissue_table
 
 HU_MIN, HU_MAX = -1024, 3071
 TEXTURE_MM = 6.0
+SHADING_HU, SHADING_MM = 40.0, 120.0
+
+
+@dataclass(frozen=True)
+class Randomisation:
+    """How often a phantom departs from the realistic ones, for training sets: `truncated_fov`, the probability that
+    the field of view cuts the patient's flanks (`Scan.truncated`); `synthetic_contrast`, the probability that every
+    soft tissue gets a random CT number and the image a slow shading (`tissues.randomise_tissue_table`)."""
+    truncated_fov: float = 0.0
+    synthetic_contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("truncated_fov", "synthetic_contrast"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -118,24 +133,31 @@ def _smooth_noise(rng: np.random.Generator, shape_zyx: tuple[int, ...], spacing_
 
 
 def make_phantom_arrays(seed: int | np.random.SeedSequence, scale: float | str = 1.0, fov: str | None = None,
-                        flips: tuple[bool, bool, bool] | None = None) -> Phantom:
+                        flips: tuple[bool, bool, bool] | None = None,
+                        randomisation: Randomisation | None = None) -> Phantom:
     """One phantom as arrays plus header. `scale`: 1.0 or "full" = clinical 512 x 512 grids, "half", "small"
     (0.25: 128 x 128, voxels 4x larger per axis) or "tiny" (0.125), or any factor. `fov`: one of
     `scan.FOVS` ("upper_abdomen", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis"); random if None.
-    `flips`: (x, y, z) header flips; random if None. Same seed, scale and fov: the same patient and voxels whatever
-    `flips`."""
+    `flips`: (x, y, z) header flips; random if None. `randomisation`: how often the field of view is truncated and
+    the contrast synthetic (default: neither). Same seed, scale and fov: the same patient and voxels whatever
+    `flips`; the randomisation has its own random stream, so without it a seed gives the phantom it always gave."""
     if isinstance(scale, str):
         if scale not in SHAPES:
             raise ValueError(f"unknown shape '{scale}'; choose from {list(SHAPES)} or give a number")
         scale = SHAPES[scale]
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
-    seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))).spawn(4)
-    body_rng, scan_rng, anatomy_rng, intensity_rng = (np.random.default_rng(s) for s in seeds)
+    seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))).spawn(5)
+    body_rng, scan_rng, anatomy_rng, intensity_rng, randomisation_rng = (np.random.default_rng(s) for s in seeds)
+    randomisation = randomisation or Randomisation()
+    truncate = randomisation_rng.random() < randomisation.truncated_fov
+    synthetic = randomisation_rng.random() < randomisation.synthetic_contrast
 
     body = Body.sample(body_rng)
     half_width = float(_CAVITY_LEVELS[:, 1].max()) * body.scale[0] + body.muscle_mm + body.fat_mm
     scan = Scan.sample(scan_rng, half_width, float(body.scale[2]), scale, fov, flips)
+    if truncate:
+        scan = scan.truncated(randomisation_rng, half_width)
 
     factors = scan.coarse_factors()
     coarse_size = -(-scan.size // factors)  # ceil
@@ -151,10 +173,15 @@ def make_phantom_arrays(seed: int | np.random.SeedSequence, scale: float | str =
     mean, amplitude = sample_tissue_table(rng, phase)
     if phase == "arterial":
         amplitude[T.SPLEEN] *= 3  # the arterial-phase spleen is mottled
+    if synthetic:
+        randomise_tissue_table(randomisation_rng, mean, amplitude)
     coarse_spacing_zyx = coarse_spacing[::-1]
     texture = _smooth_noise(rng, grid.shape_zyx, coarse_spacing_zyx, TEXTURE_MM)
     image = mean[painter.tissue] + amplitude[painter.tissue] * texture
     del texture
+    if synthetic:  # a slowly varying offset across the patient (SynthSeg's bias field; CT's beam hardening)
+        image += np.float32(randomisation_rng.uniform(0, SHADING_HU)) * _smooth_noise(
+            randomisation_rng, grid.shape_zyx, coarse_spacing_zyx, SHADING_MM)
     # reconstruction: quantum noise on the coarse grid, then the kernel's blur (in-plane) and slice profile (z)
     # smooth it into correlated CT noise; one filter pass does both
     kernel_mm = rng.uniform(0.5, 1.2)
@@ -186,12 +213,14 @@ def make_phantom_arrays(seed: int | np.random.SeedSequence, scale: float | str =
     info = {"fov": scan.fov, "phase": phase, "flips_xyz": list(scan.flips), "noise_sd": round(noise_sd, 2),
             "kernel_mm": round(float(kernel_mm), 3), "coarse_factors_xyz": factors.tolist(),
             "body_scale_xyz": np.round(body.scale, 4).tolist(), "fat_mm": round(body.fat_mm, 2),
-            "circle_padding": scan.circle_padding}
+            "circle_padding": scan.circle_padding, "truncated_fov": bool(truncate),
+            "synthetic_contrast": bool(synthetic)}
     return Phantom(np.ascontiguousarray(image[flip_index]), np.ascontiguousarray(label[flip_index]),
                    spacing, origin, direction, info)
 
 
 def make_phantom(seed: int | np.random.SeedSequence, scale: float | str = 1.0, fov: str | None = None,
-                 flips: tuple[bool, bool, bool] | None = None) -> tuple[sitk.Image, sitk.Image]:
+                 flips: tuple[bool, bool, bool] | None = None,
+                 randomisation: Randomisation | None = None) -> tuple[sitk.Image, sitk.Image]:
     """(CT image, label map) of one phantom as SimpleITK images; see `make_phantom_arrays`."""
-    return make_phantom_arrays(seed, scale, fov, flips).to_sitk()
+    return make_phantom_arrays(seed, scale, fov, flips, randomisation).to_sitk()

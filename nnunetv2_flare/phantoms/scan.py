@@ -1,7 +1,7 @@
 """Scan geometry of a phantom: field of view, spacing, size, table position and header direction."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -71,6 +71,19 @@ class Scan:
         flips = tuple(bool(f) for f in (random_flips if flips is None else flips))
         circle_padding = float(rng.choice([-2048.0, -3024.0, -1024.0])) if rng.random() < 0.4 else None
         return Scan(fov, spacing, size, first_voxel, table_offset, flips, circle_padding)
+
+    def truncated(self, rng: np.random.Generator, body_half_width: float) -> "Scan":
+        """The same scan with a field of view narrower than the patient, as in series reconstructed tightly or
+        cropped after the fact: the flanks cut off (the kept width 80-97 % of the body's), the front or back
+        sometimes too (70-100 % of the rows kept), the centre moved a little; no scan circle is visible then."""
+        size, first, spacing = self.size.copy(), self.first_voxel.copy(), self.spacing
+        centre = first + (size - 1) / 2 * spacing
+        width_mm = 2 * body_half_width * rng.uniform(0.8, 0.97)
+        size[0] = max(8, min(int(size[0]), int(round(width_mm / spacing[0]))))
+        size[1] = max(8, int(round(size[1] * rng.uniform(0.7, 1.0))))
+        centre[:2] = [rng.normal(0, 10), centre[1] + rng.normal(0, 10)]
+        first[:2] = centre[:2] - (size[:2] - 1) / 2 * spacing[:2]
+        return replace(self, size=size, first_voxel=first, circle_padding=None)
 
     def coarse_factors(self, target_mm: tuple[float, float, float] = (1.8, 1.8, 2.5)) -> np.ndarray:
         """Integer subsampling per axis (x, y, z) for painting: shapes are evaluated at about `target_mm`."""

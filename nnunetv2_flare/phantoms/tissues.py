@@ -111,3 +111,20 @@ def sample_tissue_table(rng: np.random.Generator, phase: str) -> tuple[np.ndarra
         mean[T.URINE] = rng.uniform(150, 900)  # excreted contrast in the collecting system and bladder
     mean[T.AIR] = -1000.0
     return mean, amplitude
+
+
+# tissues whose CT numbers a synthetic-contrast case draws afresh: every soft tissue and fluid; air, lung, bone,
+# calcium, the table and bowel gas keep their values (they fix the scale the network normalises by)
+_RANDOMISED = tuple(t for t in T if t not in {T.AIR, T.LUNG, T.BONE_CORTICAL, T.BONE_CANCELLOUS, T.RIB, T.TABLE,
+                                               T.TABLE_SHELL, T.CALCIFICATION, T.STOOL})
+SYNTHETIC_HU_RANGE = (-120.0, 280.0)
+
+
+def randomise_tissue_table(rng: np.random.Generator, mean: np.ndarray, amplitude: np.ndarray) -> None:
+    """SynthSeg-style contrast, in place: each soft tissue's mean drawn uniformly from SYNTHETIC_HU_RANGE and its
+    texture scaled by 0.5-2, independently, so that no organ can be told by its CT number, only by its shape and
+    neighbours (SynthSeg: Billot et al., Medical Image Analysis 2023, random Gaussian intensities per label)."""
+    low, high = SYNTHETIC_HU_RANGE
+    for tissue in _RANDOMISED:
+        mean[tissue] = rng.uniform(low, high)
+        amplitude[tissue] *= rng.uniform(0.5, 2.0)
