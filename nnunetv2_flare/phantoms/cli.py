@@ -35,16 +35,6 @@ def _shape(value: str) -> float | str:
     return factor
 
 
-def _probability(value: str) -> float:
-    try:
-        p = float(value)
-    except ValueError:
-        p = math.nan
-    if not 0 <= p <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"give a probability in [0, 1]; got {value!r}")
-    return p
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = FlareArgumentParser(
         prog=PROG,
@@ -61,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                              f"[{MIN_SHAPE_FACTOR:g}, 1]")
     parser.add_argument("--fov", choices=sorted(FOVS), default=None,
                         help="field of view for every case (default: random per case)")
-    parser.add_argument("--truncated_fov", type=_probability, default=0.0, metavar="P",
+    parser.add_argument("--truncated_fov", type=float, default=0.0, metavar="P",
                         help="training cases only: probability that the field of view cuts the patient's flanks, "
                              "as tightly reconstructed or cropped series do (default 0)")
-    parser.add_argument("--synthetic_contrast", type=_probability, default=0.0, metavar="P",
+    parser.add_argument("--synthetic_contrast", type=float, default=0.0, metavar="P",
                         help="training cases only: probability that every soft tissue gets a random CT number "
                              "(SynthSeg-style), so a model learns organs by shape and neighbours (default 0)")
     parser.add_argument("-np", type=int, default=1, help="number of processes (default 1)")
@@ -80,8 +70,9 @@ def _make(args: argparse.Namespace) -> None:
     for flag, value, least in (("-n", args.n, 1), ("-t", args.t, 0), ("-np", args.np, 1)):
         if value < least:
             raise UsageError(f"{flag} must be at least {least}; got {value}.")
-    start = time.perf_counter()
+    # Randomisation refuses what is not a probability (NaN too), before a folder is made
     randomisation = Randomisation(truncated_fov=args.truncated_fov, synthetic_contrast=args.synthetic_contrast)
+    start = time.perf_counter()
     folder = write_phantom_dataset(args.d, args.n, args.t, args.seed, args.o, args.shape, args.fov, args.np,
                                    randomisation=randomisation)
     print(f"wrote {args.n} training and {args.t} test phantoms to {folder} in {time.perf_counter() - start:.1f} s")
