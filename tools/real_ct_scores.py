@@ -88,15 +88,15 @@ def where_organs_went(reference: sitk.Image, prediction: sitk.Image, organs: Seq
             continue
         labels, counts = np.unique(pred[inside], return_counts=True)
         predicted = pred == organ
-        offset = None
+        offset = precision = None
         if predicted.any():
             centroids = [np.array(reference.TransformContinuousIndexToPhysicalPoint(
                 tuple(float(i) for i in np.argwhere(mask).mean(axis=0)[::-1]))) for mask in (predicted, inside)]
             offset = [round(float(d), 1) for d in centroids[0] - centroids[1]]
-        rows[organ] = {"predicted_as": {int(k): round(float(c) / int(inside.sum()), 3) for k, c in
+            precision = round(float((ref[predicted] == organ).mean()), 3)
+        rows[organ] = {"predicted_as": {int(k): round(float(c) / counts.sum(), 3) for k, c in
                                         sorted(zip(labels, counts), key=lambda kc: -kc[1])},
-                       "precision": round(float((ref[predicted] == organ).mean()), 3) if predicted.any() else None,
-                       "centroid_offset_mm_xyz": offset}
+                       "precision": precision, "centroid_offset_mm_xyz": offset}
     return rows
 
 
