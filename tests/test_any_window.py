@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,26 @@ def test_one_window_where_the_whole_crop_fits() -> None:
     assert fitted_window((300, 160, 220), PAPER_RANGE) == (112, 160, 224)  # three near-equal windows along z
 
 
+def test_a_voxel_cap_splits_the_crop_into_smaller_windows() -> None:
+    crop = (130, 160, 220)  # a 512 x 512 x 218 CT's crop
+    for cap in (3_000_000, 1_000_000, 400_000):
+        capped = replace(PAPER_RANGE, max_voxels=cap)
+        window = fitted_window(crop, capped)
+        starts = [tile_starts(max(n, w), w) for n, w in zip(crop, window)]
+        assert math.prod(window) <= cap and math.prod(map(len, starts)) > 1
+        assert all(s[-1] + w >= n for s, w, n in zip(starts, window, crop))
+
+
+def test_the_benchmarks_take_a_capped_window() -> None:
+    bench = load_tool("benchmark_cascade")
+    assert bench.window_choice("fitted:1e6") == "fitted:1000000"
+    assert bench.window_settings("fitted:1000000") == {"window": "fitted", "window_voxels": 1_000_000}
+    assert bench.window_settings("tiles") == {"window": "tiles", "window_voxels": None}
+    for bad in ("tiles:1000", "fitted:1.5", "whole"):
+        with pytest.raises(Exception, match="invalid window"):
+            bench.window_choice(bad)
+
+
 # --- the choice follows the checkpoint ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -139,6 +160,23 @@ def test_window_choice_follows_the_checkpoint(any_window_cascade, random_cascade
         fixed = FlareCascadePredictor.from_folders(fixed_locator, fixed_organs,
             ModelSettings(backend="torch"), CascadeSettings(progress=False))
     assert fixed.settings()["window"] == "tiles"
+
+
+@pytest.mark.slow
+def test_window_voxels_caps_the_fitted_windows(any_window_cascade) -> None:
+    locator, organs = any_window_cascade
+    def windows(voxels: int | None) -> list[dict]:
+        return _windows(FlareCascadePredictor.from_folders(locator, organs, ModelSettings(backend="torch"),
+                                                           CascadeSettings(progress=False, window_voxels=voxels)))
+    whole = windows(None)
+    smallest = math.prod(SMALL_RANGE.minimum)
+    capped = windows(smallest)
+    assert sum(w["count"] for w in capped) > sum(w["count"] for w in whole)
+    assert all(math.prod(w["shape_xyz"]) <= smallest for w in capped)
+    with pytest.raises(ValueError, match="below the model's smallest window"):
+        windows(smallest - 1)
+    with pytest.raises(ValueError, match="whole number of voxels"):
+        CascadeSettings(window_voxels=0)
 
 
 @pytest.mark.slow

@@ -151,6 +151,8 @@ ROWS = [
         expect="keeps its voxels in a second file"),
     Row("predict_o_not_a_label_format", "nnUNetv2_flare_predict", _predict_output("seg.txt"),
         expect="not a label file format"),
+    Row("predict_window_voxels_half", "nnUNetv2_flare_predict",
+        lambda tmp: ["-i", "x", "-o", "y", "--window_voxels", "1.5"], expect="invalid voxel count '1.5'"),
     Row("predict_unknown_option", "nnUNetv2_flare_predict", lambda tmp: ["-i", "x", "-o", "y", "--nonsense"],
         expect="unrecognized arguments"),
     Row("evaluate_missing_folder", "nnUNetv2_flare_evaluate",

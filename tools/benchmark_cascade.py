@@ -21,7 +21,8 @@ rounds in which the runtimes take turns; the speed-up is the median of the per-r
 Windows (--windows, default both): the organ network's 96^3 tiles (the paper's) and windows fitted to the crop (one
 window where it fits the range of a model trained for any window: the random organ checkpoint records the range
 `nnUNetTrainerFlareOrgansAnyWindow` would, 6 x 96^3 voxels). Every case runs once per runtime and window, runtimes
-and windows taking turns; agreement is against the first runtime's first window.
+and windows taking turns; agreement is against the first runtime's first window. `fitted:N` caps each fitted window
+at N voxels (nnUNetv2_flare_predict --window_voxels N).
 
 Random weights make the locator's box random, so the benchmark runs the locator (for its time) and then crops a
 fixed, realistic box (--box_mm, x y z, default 330 x 240 x 260 mm, centred; clipped to the volume).
@@ -136,6 +137,19 @@ class FixedBoxLocator:
         return out
 
 
+def window_choice(value: str) -> str:
+    """argparse type of --windows: 'tiles', 'fitted', or 'fitted:N' (fitted windows of at most N voxels)."""
+    mode, _, voxels = value.partition(":")
+    if mode not in ("tiles", "fitted") or (voxels and (mode != "fitted" or float(voxels) != int(float(voxels)))):
+        raise argparse.ArgumentTypeError(f"invalid window {value!r}: tiles, fitted or fitted:N (N voxels, e.g. 1e6)")
+    return f"fitted:{int(float(voxels))}" if voxels else mode
+
+
+def window_settings(window: str) -> dict:
+    mode, _, voxels = window.partition(":")
+    return {"window": mode, "window_voxels": int(voxels) if voxels else None}
+
+
 def run_case(args) -> None:
     t0 = time.perf_counter()
     from nnunetv2_flare.atomic_io import write_image_atomic
@@ -143,7 +157,7 @@ def run_case(args) -> None:
     backend, precision = runtime(args.backend)
     predictor = FlareCascadePredictor.from_folders(
         args.m1, args.m2, ModelSettings(threads=args.threads, backend=backend, precision=precision),
-        CascadeSettings(progress=False, window=args.window))
+        CascadeSettings(progress=False, **window_settings(args.window)))
     predictor.locator.model = FixedBoxLocator(predictor.locator.model, args.box_mm,
                                               predictor.cascade_settings.margin_mm)
     setup = time.perf_counter() - t0
@@ -319,8 +333,9 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", choices=["torch", "openvino", "openvino-bf16"], default=None,
                    help="organ-network runtimes to time (default: torch, openvino when installed, openvino-bf16 "
                         "when the CPU has native bf16); torch first: the others are compared with it")
-    p.add_argument("--windows", nargs="+", choices=["tiles", "fitted"], default=["tiles", "fitted"],
-                   help="the organ network's windows to time: tiles of the 96^3 patch, windows fitted to the crop")
+    p.add_argument("--windows", nargs="+", type=window_choice, default=["tiles", "fitted"],
+                   help="the organ network's windows to time: tiles of the 96^3 patch, windows fitted to the crop, "
+                        "fitted:N (fitted windows of at most N voxels, --window_voxels)")
     p.add_argument("--patch_repeats", type=int, default=7, help="rounds of the patch latency table")
     p.add_argument("--warm", type=int, default=0, help="also time N more runs per case in the same process")
     p.add_argument("--_case", nargs=4, metavar=("M1", "M2", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)

@@ -6,7 +6,7 @@ in GiB and GB). Figures: docs/performance.md, "Memory".
     python tools/benchmark_huge.py --paper              # the paper's network sizes (random weights; slower)
     python tools/benchmark_huge.py --slices 600 --flip  # a stored-flipped scan: exercises the reorientation copy
     python tools/benchmark_huge.py --paper --backend torch --threads 1 --work /data/tmp   # runtime, threads, where
-    python tools/benchmark_huge.py --paper --windows tiles fitted   # the organ network's windows, one after the other
+    python tools/benchmark_huge.py --paper --windows tiles fitted fitted:1e6   # windows, one after the other
 
 The command runs in its own process; its peak resident memory is that process's own (measure.py). With OpenVINO a first,
 unmeasured run on a 16-slice scan converts the networks (once per checkpoint, cached), so the measured run is what
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchmark_cascade import window_choice, window_settings
 from measure import run_measured
 
 TARGET_GB = 4.0  # issue 20: peak memory at 512 x 512 x 1500 on either runtime (GB = 1e9 bytes)
@@ -53,6 +54,12 @@ def write_huge(path: Path, slices: int, flip: bool) -> None:
     sitk.WriteImage(image, str(path), useCompression=False)
 
 
+def window_arguments(window: str) -> list[str]:
+    settings = window_settings(window)
+    return ["--window", settings["window"]] + (["--window_voxels", str(settings["window_voxels"])]
+                                               if settings["window_voxels"] else [])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--slices", type=int, default=1500)
@@ -60,8 +67,9 @@ def main() -> None:
     p.add_argument("--flip", action="store_true", help="store the scan in RAS (needs the reorientation copy)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the prediction (default: all cores)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"])
-    p.add_argument("--windows", nargs="+", default=["tiles"], choices=["tiles", "fitted"],
-                   help="the organ network's windows (--window of the predictor), one measured run each")
+    p.add_argument("--windows", nargs="+", default=["tiles"], type=window_choice,
+                   help="the organ network's windows (--window of the predictor; fitted:N adds --window_voxels N), "
+                        "one measured run each")
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the temporary files (made if missing; default: the system's temporary folder)")
     args = p.parse_args()
@@ -97,8 +105,8 @@ def main() -> None:
         for window in args.windows:
             report = work / f"report_{window}.json"
             code, wall, cpu, peak_bytes = run_measured(
-                predict + ["-i", str(case), "-o", str(work / f"out_{window}"), "--window", window, "--report",
-                           str(report)], work / "huge.log")
+                predict + ["-i", str(case), "-o", str(work / f"out_{window}"), "--report", str(report)]
+                + window_arguments(window), work / "huge.log")
             if code != 0:
                 print((work / "huge.log").read_text())
                 sys.exit(code)

@@ -61,6 +61,8 @@ def main() -> None:
     p.add_argument("--patch", type=int, default=32, help="nominal patch edge (multiple of 16)")
     p.add_argument("--batch", type=int, default=8, help="batch size (its voxels bound the any-window shapes)")
     p.add_argument("--iterations", type=int, default=DemoSettings.organ_iterations)
+    p.add_argument("--window_voxels", type=int, nargs="*", default=[],
+                   help="also predict the any-window model with fitted windows of at most N voxels each")
     p.add_argument("-o", type=Path, default=Path("window_accuracy"))
     args = p.parse_args()
 
@@ -84,8 +86,10 @@ def main() -> None:
             stage = Stage(f"train_{trainer}", [_command("nnUNetv2_train"), str(settings.dataset_id), configuration,
                                                "all", "-p", PLANS, "-tr", trainer, "-device", "cpu"])
             _run_stage(stage, env, logs, echo=False, epochs=settings.epochs(args.iterations))
-        for window in (("tiles",) if trainer == FIXED_TRAINER else ("tiles", "fitted")):
-            name = f"{trainer}_{window}"
+        windows = [("tiles", None)] + ([] if trainer == FIXED_TRAINER else
+                                       [("fitted", None)] + [("fitted", n) for n in args.window_voxels])
+        for window, voxels in windows:
+            name = f"{trainer}_{window}" + (f"_{voxels}" if voxels else "")
             predictions = args.o / name
             report = args.o / f"{name}_report.json"
             start = time.perf_counter()
@@ -93,6 +97,7 @@ def main() -> None:
                 _command("nnUNetv2_flare_predict"), "-i", str(images), "-o", str(predictions), "-m1", str(locator),
                 "-m2", str(model), "--restore", settings.restore, "--follow_organs", str(settings.follow_organs),
                 "--window", window, "--overwrite", "--report", str(report), "--disable_progress_bar"]
+                + (["--window_voxels", str(voxels)] if voxels else [])
                 + (["--shift_tta"] if settings.shift_tta else [])), env, logs, echo=False)
             seconds = time.perf_counter() - start
             scores = args.o / f"{name}_summary.json"

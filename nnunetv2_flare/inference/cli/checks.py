@@ -30,6 +30,18 @@ def dataset_name_or_id(value: str) -> str:
                                      f"Dataset220_FLARE")
 
 
+def voxel_count(value: str) -> int:
+    """argparse type of --window_voxels: a whole number of voxels > 0, written out or as 1e6 / 2.6e6."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not (number > 0 and number == int(number)):  # NaN fails both
+        raise argparse.ArgumentTypeError(f"invalid voxel count {value!r}: give a whole number > 0, e.g. 1000000 "
+                                         f"or 1e6")
+    return int(number)
+
+
 def orientation_option(value: str) -> str | None:
     """argparse type of --orientation: None (as_read / none: the array as stored), 'model', or a checked code such
     as 'RAS'."""

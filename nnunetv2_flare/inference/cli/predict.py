@@ -11,6 +11,7 @@ from nnunetv2_flare.inference.cli.checks import (
     check_paths,
     dataset_name_or_id,
     orientation_option,
+    voxel_count,
 )
 from nnunetv2_flare.inference.core.settings import (
     CASCADE_MARGIN_MM,
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "range the model was trained on, else the fewest near-equal windows: fewer voxels "
                         "computed), or 'auto' (default): fitted for models trained for any window "
                         "(nnUNetTrainerFlareOrgansAnyWindow, recorded in the checkpoint), tiles otherwise")
+    p.add_argument("--window_voxels", type=voxel_count, default=None, metavar="N",
+                   help="the most voxels in one fitted window (e.g. 1e6): the crop is split into more, smaller "
+                        "windows, for less memory and, on PyTorch, less time. Default: the model's trained range "
+                        "(one nominal batch's voxels). Ignored with tiles")
     p.add_argument("--restore", default=RESTORE_MODES[0], choices=list(RESTORE_MODES),
                    help="how the organ labels return from the network's spacing to the scan's grid: 'nearest' "
                         "(the labels, the paper's way; default, fastest) or 'linear' (the class scores interpolated "
@@ -183,7 +188,8 @@ def _predict(args: argparse.Namespace) -> int:
         margin_mm=CASCADE_MARGIN_MM if args.margin_mm is None else args.margin_mm,
         tile_min_overlap=0.0 if args.step_size is None else 1.0 - args.step_size, orientation=args.orientation,
         roi_subset=args.roi_subset, statistics=args.statistics, restore=args.restore,
-        follow_organs=args.follow_organs, window=args.window, progress=not args.disable_progress_bar)
+        follow_organs=args.follow_organs, window=args.window, window_voxels=args.window_voxels,
+        progress=not args.disable_progress_bar)
     if args.m1:
         locator, organs = args.m1, args.m2
     else:

@@ -90,20 +90,27 @@ class _Stopwatch:
         self.last = now
 
 
-def fitted_window_range(organs: Phase, window: str) -> WindowRange | None:
+def fitted_window_range(organs: Phase, window: str, window_voxels: int | None = None) -> WindowRange | None:
     """The window range the organ windows are fitted within, or None for tiles of the training patch
-    (`CascadeSettings.window`). Fitting windows for a model trained on its patch alone warns once: it
-    was never shown other shapes, and loses accuracy on them (docs/performance.md)."""
+    (`CascadeSettings.window`), its voxels capped at `window_voxels`. Fitting windows for a model trained on its
+    patch alone warns once: it was never shown other shapes, and loses accuracy on them (docs/performance.md)."""
     if window not in WINDOW_MODES:
         raise ValueError(f"window must be one of {', '.join(WINDOW_MODES)}, not {window!r}")
     if window == "tiles" or (window == "auto" and organs.window_range is None):
         return None
-    if organs.window_range is not None:
-        return organs.window_range
-    warn("window='fitted' on an organ model trained on its patch alone: it never saw other window shapes "
-         "and may lose accuracy; train it with nnUNetTrainerFlareOrgansAnyWindow, or use window='tiles'",
-         UserWarning, stacklevel=3)
-    return WindowRange.around(organs.patch_size, organs.stride, organs.batch_size)
+    window_range = organs.window_range
+    if window_range is None:
+        warn("window='fitted' on an organ model trained on its patch alone: it never saw other window shapes "
+             "and may lose accuracy; train it with nnUNetTrainerFlareOrgansAnyWindow, or use window='tiles'",
+             UserWarning, stacklevel=3)
+        window_range = WindowRange.around(organs.patch_size, organs.stride, organs.batch_size)
+    if window_voxels is None or window_voxels >= window_range.max_voxels:
+        return window_range
+    smallest = math.prod(window_range.minimum)
+    if window_voxels < smallest:
+        raise ValueError(f"window_voxels {window_voxels} is below the model's smallest window "
+                         f"{' x '.join(map(str, window_range.minimum[::-1]))} (x y z: {smallest} voxels)")
+    return replace(window_range, max_voxels=window_voxels)
 
 
 def available_cores() -> int:
@@ -148,7 +155,7 @@ class Cascade:
                                  "model with a `logits` or `scores` method); this one gives labels only")
             organs = replace(organs, model=FoldEnsemble([organs.model]))
         self.cascade_settings, self.model_settings = settings, loaded_with
-        self.window_range = fitted_window_range(organs, settings.window)
+        self.window_range = fitted_window_range(organs, settings.window, settings.window_voxels)
         self.locator, self.organs = locator, organs
         self.model_label_names: dict[int, str] = dict(organs.label_names or FLARE_ORGANS)  # id -> organ name
         self.roi_subset = subset_ids(self.model_label_names, settings.roi_subset) if settings.roi_subset else None
@@ -414,7 +421,7 @@ class Cascade:
                 "window_range": None if self.window_range is None else {
                     "minimum_xyz": list(self.window_range.minimum[::-1]),
                     "maximum_xyz": list(self.window_range.maximum[::-1]), "max_voxels": self.window_range.max_voxels,
-                    "trained": self.organs.window_range is not None},
+                    "trained": self.organs.window_range is not None, "window_voxels": s.window_voxels},
                 "min_component_side": s.min_component_side, "tile_min_overlap": s.tile_min_overlap,
                 "roi_subset": [self.model_label_names[i] for i in self.roi_subset] if self.roi_subset else None,
                 "threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),

@@ -65,6 +65,9 @@ class CascadeSettings:
     # WINDOW_MODES: 'tiles' of the training patch, 'fitted' to the crop (window_shapes.py), or 'auto': fitted for a
     # model trained for any window, tiles otherwise
     window: str = WINDOW_MODES[0]
+    # the most voxels in one fitted window (None: the trained range's, one nominal batch): smaller windows split the
+    # crop into more of them, for less memory (and on PyTorch less time: its global attention is quadratic)
+    window_voxels: int | None = None
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:
@@ -74,6 +77,10 @@ class CascadeSettings:
             raise ValueError(f"follow_organs must be a whole number of rounds >= 0, not {self.follow_organs!r}")
         if self.window not in WINDOW_MODES:
             raise ValueError(f"window must be one of {', '.join(WINDOW_MODES)}, not {self.window!r}")
+        if self.window_voxels is not None:
+            if int(self.window_voxels) != self.window_voxels or self.window_voxels <= 0:
+                raise ValueError(f"window_voxels must be a whole number of voxels > 0, not {self.window_voxels!r}")
+            object.__setattr__(self, "window_voxels", int(self.window_voxels))
         # one type per field, so that equal settings give equal reports and request records
         for name, kind in (("margin_mm", float), ("min_component_side", int), ("tile_min_overlap", float),
                            ("follow_organs", int), ("statistics", bool)):
