@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(nnUNetTrainerFlareOrgansAnyWindow, recorded in the checkpoint), tiles otherwise")
     p.add_argument("--window_voxels", type=voxel_count, default=None, metavar="N",
                    help="the most voxels in one fitted window (e.g. 1e6): the crop is split into more, smaller "
-                        "windows, for less memory and, on PyTorch, less time. Default: the model's trained range "
-                        "(one nominal batch's voxels). Ignored with tiles")
+                        "windows, for less memory and time (most on PyTorch) but less context and accuracy "
+                        "(docs/performance.md). Default: the model's trained range (one nominal batch's voxels), "
+                        "the same on every runtime. Ignored with tiles")
     p.add_argument("--restore", default=RESTORE_MODES[0], choices=list(RESTORE_MODES),
                    help="how the organ labels return from the network's spacing to the scan's grid: 'nearest' "
                         "(the labels, the paper's way; default, fastest) or 'linear' (the class scores interpolated "

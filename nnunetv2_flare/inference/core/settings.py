@@ -66,7 +66,7 @@ class CascadeSettings:
     # model trained for any window, tiles otherwise
     window: str = WINDOW_MODES[0]
     # the most voxels in one fitted window (None: the trained range's, one nominal batch): smaller windows split the
-    # crop into more of them, for less memory (and on PyTorch less time: its global attention is quadratic)
+    # crop into more of them, for less memory and time (a voxel costs less in a small window) but less context
     window_voxels: int | None = None
     progress: bool = True  # progress bars
 
