@@ -138,11 +138,17 @@ class FixedBoxLocator:
 
 
 def window_choice(value: str) -> str:
-    """argparse type of --windows: 'tiles', 'fitted', or 'fitted:N' (fitted windows of at most N voxels)."""
+    """argparse type of --windows: 'tiles', 'fitted', or 'fitted:N' (fitted windows of at most N voxels, N read as
+    nnUNetv2_flare_predict --window_voxels reads it)."""
+    from nnunetv2_flare.inference.cli.checks import voxel_count
     mode, _, voxels = value.partition(":")
-    if mode not in ("tiles", "fitted") or (voxels and (mode != "fitted" or float(voxels) != int(float(voxels)))):
-        raise argparse.ArgumentTypeError(f"invalid window {value!r}: tiles, fitted or fitted:N (N voxels, e.g. 1e6)")
-    return f"fitted:{int(float(voxels))}" if voxels else mode
+    try:
+        if mode not in ("tiles", "fitted") or (voxels and mode != "fitted"):
+            raise argparse.ArgumentTypeError(mode)
+        return f"fitted:{voxel_count(voxels)}" if voxels else mode
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"invalid window {value!r}: tiles, fitted or fitted:N (N voxels, e.g. "
+                                         f"1e6)") from None
 
 
 def window_settings(window: str) -> dict:

@@ -44,20 +44,15 @@ def measure(shape: tuple[int, ...], backend: str, repeats: int, threads: int) ->
     import torch
 
     from nnunetv2_flare.networks.architectures.flare_organ_net import FlareOrganNet
-    from nnunetv2_flare.networks.inference_graph import build_inference_graph
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     network = FlareOrganNet(1, 14, deep_supervision=False).eval()
     x = np.random.default_rng(0).normal(size=(1, 1, *shape)).astype(np.float32)
     if backend == "openvino":
-        import openvino as ov
-        with torch.inference_mode():
-            model = ov.convert_model(build_inference_graph(network, labels=True),
-                                     example_input=torch.zeros(1, 1, 96, 96, 96))
+        from nnunetv2_flare.inference.models.backends.openvino import compile_config, compile_on_cpu, convert
+        model = convert(network, (1, 1, 96, 96, 96))
         model.reshape({0: [1, 1, *shape]})
-        compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS":
-                                                          threads, "INFERENCE_PRECISION_HINT": "f32"})
-        request = compiled.create_infer_request()
+        request = compile_on_cpu(model, compile_config("fp32", threads)).create_infer_request()
         del model
         run = lambda: request.infer({0: x})  # noqa: E731
     else:
